@@ -1,0 +1,1 @@
+//! Runnable programs that embed pbx-core; see `examples/`.

@@ -1,0 +1,147 @@
+//! Group commit: single-packet ingests coalesced into batch appends.
+//!
+//! A writer takes the first queued packet, then everything else already queued (up to
+//! the batch bound), and appends them in one store call. Nothing waits on a timer: at
+//! low load every packet is its own batch; under load, batches grow to whatever queued
+//! while the previous append was in flight. Several writers may append in parallel.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{GatewayConfig, GatewayError, Shared};
+use crate::events::Event;
+use crate::packet::NewPacket;
+use crate::state::CallState;
+use crate::store::{PacketOutcome, StoreError};
+
+type Reply = oneshot::Sender<Result<PacketOutcome, StoreError>>;
+
+/// The sending side of the ingest queue; writers stop when every clone is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Queue {
+    tx: mpsc::Sender<(NewPacket, Reply)>,
+}
+
+impl Queue {
+    pub(super) fn spawn(shared: Arc<Shared>, config: &GatewayConfig) -> Self {
+        // Bounded: when the store falls behind, callers wait here (back-pressure)
+        // instead of growing memory without limit.
+        let (tx, rx) = mpsc::channel(config.max_group_batch * config.writers * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..config.writers {
+            tokio::spawn(writer(shared.clone(), rx.clone(), config.max_group_batch));
+        }
+        Self { tx }
+    }
+
+    /// Queues one packet and waits for its own outcome.
+    pub(super) async fn submit(&self, packet: NewPacket) -> Result<PacketOutcome, GatewayError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((packet, reply)).await.map_err(|_| GatewayError::ShuttingDown)?;
+        // A dropped reply means the writer died mid-batch (a panicking store): the
+        // packet's fate is unknown, so say so rather than claim success.
+        match answer.await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(GatewayError::Store(StoreError::backend("group-commit writer stopped before answering"))),
+        }
+    }
+}
+
+async fn writer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<(NewPacket, Reply)>>>, max_batch: usize) {
+    let mut packets = Vec::with_capacity(max_batch);
+    let mut replies = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            let Some((packet, reply)) = rx.recv().await else { return };
+            packets.push(packet);
+            replies.push(reply);
+            while packets.len() < max_batch {
+                match rx.try_recv() {
+                    Ok((packet, reply)) => {
+                        packets.push(packet);
+                        replies.push(reply);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = shared.clock.now();
+        let result = shared.store.append(&packets, now).await;
+        let result = result.and_then(|outcomes| check_len(&packets, &outcomes).map(|()| outcomes));
+        match result {
+            Ok(outcomes) => {
+                publish(&shared, &packets, &outcomes, now);
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, packets = packets.len(), "group-commit append failed");
+                let error = Arc::new(error);
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(share(&error)));
+                }
+            }
+        }
+        packets.clear();
+    }
+}
+
+/// One caller's copy of a batch's error, of the same kind (retryable stays retryable).
+fn share(error: &Arc<StoreError>) -> StoreError {
+    #[derive(Debug)]
+    struct Shared(Arc<StoreError>);
+    impl std::fmt::Display for Shared {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+    impl std::error::Error for Shared {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+    match &**error {
+        StoreError::Unavailable { .. } => StoreError::unavailable(Shared(error.clone())),
+        StoreError::InvalidArgument(message) => StoreError::InvalidArgument(message.clone()),
+        _ => StoreError::backend(Shared(error.clone())),
+    }
+}
+
+/// A store must answer once per packet; anything else is a backend bug, reported as such.
+pub(super) fn check_len(packets: &[NewPacket], outcomes: &[PacketOutcome]) -> Result<(), StoreError> {
+    if packets.len() == outcomes.len() {
+        Ok(())
+    } else {
+        Err(StoreError::backend(format!("store answered {} outcomes for {} packets", outcomes.len(), packets.len())))
+    }
+}
+
+/// Publishes call creations and ordering anomalies of an appended batch.
+pub(super) fn publish(shared: &Shared, packets: &[NewPacket], outcomes: &[PacketOutcome], at: DateTime<Utc>) {
+    if shared.events.receiver_count() == 0 {
+        return;
+    }
+    for (p, outcome) in packets.iter().zip(outcomes) {
+        let Ok(appended) = outcome else { continue };
+        if appended.created_call {
+            shared.publish(|| Event::StateChanged {
+                call_id: p.call_id.clone(),
+                from: None,
+                to: CallState::InProgress,
+                at,
+            });
+        }
+        if appended.order.is_anomaly() {
+            shared.publish(|| Event::OrderingAnomaly {
+                call_id: p.call_id.clone(),
+                sequence: p.packet.sequence(),
+                order: appended.order,
+                at,
+            });
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The orchestration every consumer uses: [`Gateway`] for ingest, hang-up, reads and
+//! re-drive; [`Processor`] for the background AI work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::clock::{Clock, SystemClock};
+use crate::events::Event;
+use crate::id::CallId;
+use crate::ordering::DEFAULT_MAX_MISSING_RANGES;
+use crate::packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
+use crate::state::{CallState, Transition};
+use crate::store::{
+    Appended, CallPage, CallSnapshot, CallStore, ListQuery, PacketOutcome, PacketRejection, StoreError,
+};
+
+mod ingest;
+mod processor;
+
+pub use processor::{Processor, ProcessorConfig, ProcessorHandle};
+
+/// The default bound on a group-commit batch.
+pub const DEFAULT_MAX_GROUP_BATCH: usize = 1024;
+/// The default bound on a batch handed to [`Gateway::ingest_batch`].
+pub const DEFAULT_MAX_REQUEST_BATCH: usize = 1000;
+
+/// Settings of a [`Gateway`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Limits applied to every packet.
+    pub limits: PacketLimits,
+    /// Most packets coalesced into one store append by the group commit. Default 1024.
+    pub max_group_batch: usize,
+    /// Group-commit writers running appends in parallel. Default 2.
+    pub writers: usize,
+    /// Most packets accepted by one [`Gateway::ingest_batch`]. Default 1000.
+    pub max_request_batch: usize,
+    /// Most missing ranges listed in a snapshot. Default 100.
+    pub max_missing_ranges: usize,
+    /// Events buffered per subscriber before a slow one starts missing some. Default 4096.
+    pub event_capacity: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            limits: PacketLimits::default(),
+            max_group_batch: DEFAULT_MAX_GROUP_BATCH,
+            writers: 2,
+            max_request_batch: DEFAULT_MAX_REQUEST_BATCH,
+            max_missing_ranges: DEFAULT_MAX_MISSING_RANGES,
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// An invalid [`GatewayConfig`] setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid gateway setting {setting}: {reason}")]
+pub struct InvalidGatewayConfig {
+    /// The setting.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl GatewayConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), InvalidGatewayConfig> {
+        let positive = |setting, value: usize| {
+            if value == 0 { Err(InvalidGatewayConfig { setting, reason: "must be at least 1" }) } else { Ok(()) }
+        };
+        positive("max_group_batch", self.max_group_batch)?;
+        positive("writers", self.writers)?;
+        positive("max_request_batch", self.max_request_batch)?;
+        positive("event_capacity", self.event_capacity)?;
+        positive("limits.max_data_bytes", self.limits.max_data_bytes)
+    }
+}
+
+/// Why a gateway operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The packet is malformed or too large; nothing was stored.
+    #[error(transparent)]
+    InvalidPacket(#[from] PacketError),
+    /// The store refused the packet (conflicting data, or the call takes no packets).
+    #[error(transparent)]
+    Rejected(#[from] PacketRejection),
+    /// A batch holds more packets than allowed; nothing was stored.
+    #[error("batch of {len} packets exceeds the limit of {limit}")]
+    BatchTooLarge {
+        /// Packets in the batch.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The store failed (see [`StoreError`]: not found, invalid transition, unavailable...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gateway is shutting down and takes no more packets.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    /// `true` when trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GatewayError::Store(e) => e.is_retryable(),
+            GatewayError::ShuttingDown => true,
+            _ => false,
+        }
+    }
+}
+
+/// Shared by the gateway, its writers and its processors.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn CallStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Signalled when this process makes AI work due (hang-up, re-drive).
+    pub(crate) work: Notify,
+}
+
+impl Shared {
+    pub(crate) fn publish(&self, event: impl FnOnce() -> Event) {
+        if self.events.receiver_count() > 0 {
+            // A send fails only when every receiver is gone; nobody to tell.
+            let _ = self.events.send(event());
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn CallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn CallStore")
+    }
+}
+
+/// The one entry point of pbx: ingest, hang-up, reads, re-drive, events.
+///
+/// Single-packet ingests are coalesced into batch appends (group commit): whatever
+/// queued while the previous append was in flight forms the next batch, with no timer
+/// delay; each caller is answered only once its own packet is stored.
+///
+/// Cheap to clone; all clones share one queue and one event channel. Build it inside a
+/// Tokio runtime: it spawns its group-commit writers, which stop when the last clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    config: Arc<GatewayConfig>,
+    queue: ingest::Queue,
+}
+
+impl Gateway {
+    /// A gateway over `store` on the system clock.
+    pub fn new(store: Arc<dyn CallStore>, config: GatewayConfig) -> Result<Self, InvalidGatewayConfig> {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// A gateway with an injected clock (tests).
+    pub fn with_clock(
+        store: Arc<dyn CallStore>,
+        config: GatewayConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, InvalidGatewayConfig> {
+        config.validate()?;
+        let (events, _) = broadcast::channel(config.event_capacity);
+        let shared = Arc::new(Shared { store, clock, events, work: Notify::new() });
+        let queue = ingest::Queue::spawn(shared.clone(), &config);
+        Ok(Self { shared, config: Arc::new(config), queue })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn CallStore> {
+        &self.shared.store
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Subscribes to every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Stores one packet (the call is created by its first packet) and answers once it
+    /// is durably stored: its ordering verdict, or a duplicate.
+    #[tracing::instrument(level = "trace", skip(self, packet), fields(call_id = %call_id, sequence = packet.sequence()))]
+    pub async fn ingest(&self, call_id: CallId, packet: Packet) -> Result<Appended, GatewayError> {
+        self.config.limits.check(&packet)?;
+        let outcome = self.queue.submit(NewPacket::new(call_id, packet)).await?;
+        Ok(outcome?)
+    }
+
+    /// Stores a batch of packets (one call or many) in one append; one outcome per
+    /// packet, in order. The whole batch is refused, nothing stored, when it is larger
+    /// than `max_request_batch` or holds a packet over the size limit.
+    pub async fn ingest_batch(&self, packets: Vec<NewPacket>) -> Result<Vec<PacketOutcome>, GatewayError> {
+        if packets.len() > self.config.max_request_batch {
+            return Err(GatewayError::BatchTooLarge { len: packets.len(), limit: self.config.max_request_batch });
+        }
+        for p in &packets {
+            self.config.limits.check(&p.packet)?;
+        }
+        if packets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.shared.clock.now();
+        let outcomes = self.shared.store.append(&packets, now).await?;
+        ingest::check_len(&packets, &outcomes)?;
+        ingest::publish(&self.shared, &packets, &outcomes, now);
+        Ok(outcomes)
+    }
+
+    /// Hangs up a call (idempotent: a call already past IN_PROGRESS is left as is).
+    #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
+    pub async fn complete(&self, call_id: &CallId) -> Result<Transition, GatewayError> {
+        let now = self.shared.clock.now();
+        let t = self.shared.store.complete(call_id, now).await?;
+        if t.applied {
+            self.state_changed(call_id, t, now);
+        }
+        Ok(t)
+    }
+
+    /// Hangs up calls silent for longer than `idle_for` (at most `limit`); their ids.
+    pub async fn complete_idle(&self, idle_for: Duration, limit: usize) -> Result<Vec<CallId>, GatewayError> {
+        let now = self.shared.clock.now();
+        let idle_since = now - chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX);
+        let ids = self.shared.store.complete_idle(idle_since, limit, now).await?;
+        for id in &ids {
+            let t = Transition { from: CallState::InProgress, to: CallState::Completed, applied: true };
+            self.state_changed(id, t, now);
+        }
+        Ok(ids)
+    }
+
+    /// Re-drives a FAILED call back to COMPLETED so its AI work runs again.
+    #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
+    pub async fn redrive(&self, call_id: &CallId) -> Result<Transition, GatewayError> {
+        let now = self.shared.clock.now();
+        let t = self.shared.store.redrive(call_id, now).await?;
+        self.state_changed(call_id, t, now);
+        Ok(t)
+    }
+
+    /// A call's snapshot.
+    pub async fn call(&self, call_id: &CallId) -> Result<CallSnapshot, GatewayError> {
+        Ok(self.shared.store.get(call_id, self.config.max_missing_ranges).await?)
+    }
+
+    /// A call's packets in sequence order.
+    pub async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, GatewayError> {
+        Ok(self.shared.store.packets(call_id).await?)
+    }
+
+    /// One page of calls.
+    pub async fn list(&self, query: &ListQuery) -> Result<CallPage, GatewayError> {
+        Ok(self.shared.store.list(query).await?)
+    }
+
+    /// Checks that the store is reachable.
+    pub async fn ready(&self) -> Result<(), GatewayError> {
+        Ok(self.shared.store.ping().await?)
+    }
+
+    fn state_changed(&self, call_id: &CallId, t: Transition, at: chrono::DateTime<chrono::Utc>) {
+        if t.to == CallState::Completed {
+            self.shared.work.notify_one();
+        }
+        self.shared.publish(|| Event::StateChanged { call_id: call_id.clone(), from: Some(t.from), to: t.to, at });
+    }
+}

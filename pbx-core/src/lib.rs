@@ -1,0 +1,50 @@
+//! # pbx-core
+//!
+//! The domain of pbx, a call-centre backend: PBX audio packets come in at high
+//! frequency, each call moves through a state machine
+//! (`IN_PROGRESS -> COMPLETED -> PROCESSING_AI -> ARCHIVED | FAILED`), packet order is
+//! checked without ever blocking ingestion, and AI work (transcription, sentiment) runs
+//! in the background against an unreliable service with retries that survive crashes.
+//!
+//! This crate does no I/O of its own. Storage is behind [`store::CallStore`]
+//! (`pbx-store-memory`, `pbx-store-postgres`), the AI behind [`ai::AiClient`]. Every
+//! consumer goes through [`gateway::Gateway`] (ingest, hang-up, reads, re-drive) and
+//! [`gateway::Processor`] (the AI worker).
+//!
+//! - [`state`]: the state machine, a pure function.
+//! - [`ordering`]: the ordering validator, O(1) per packet.
+//! - [`retry`]: the retry policy, pure and seeded.
+//! - [`store`], [`ai`]: the two boundaries.
+//! - [`gateway`]: the orchestration: group-commit ingest, events, the processor.
+//! - `testkit` (feature): the conformance suite every backend runs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod ai;
+pub mod clock;
+pub mod events;
+pub mod gateway;
+pub mod id;
+pub mod ordering;
+pub mod packet;
+pub mod retry;
+pub mod state;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use id::{CallId, InvalidCallId, WorkerId};
+pub use packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
+pub use state::CallState;
+
+/// The names most consumers need, in one import.
+pub mod prelude {
+    pub use crate::ai::{AiClient, AiError, AiResult, Sentiment, SentimentLabel, SimulatedAi, SimulatedAiConfig};
+    pub use crate::events::Event;
+    pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, Processor, ProcessorConfig};
+    pub use crate::id::{CallId, WorkerId};
+    pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
+    pub use crate::packet::{NewPacket, Packet, PacketLimits, StoredPacket};
+    pub use crate::retry::{Jitter, RetryPolicy};
+    pub use crate::state::{CallState, Transition};
+    pub use crate::store::{Appended, CallSnapshot, CallStore, PacketRejection, StoreError};
+}

@@ -1,0 +1,409 @@
+//! The storage boundary: [`CallStore`], its records and its errors.
+//!
+//! Every backend (memory, PostgreSQL) implements the same trait and passes the same
+//! conformance suite (`pbx_core::call_store_conformance!`, feature `testkit`).
+//!
+//! Time is an argument: every method that depends on the clock takes `now` from the
+//! caller, so backends agree on time and tests control it without sleeping.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ai::AiResult;
+use crate::id::{CallId, WorkerId};
+use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder};
+use crate::packet::{NewPacket, StoredPacket};
+use crate::state::{CallState, InvalidTransition, Transition};
+
+/// A boxed error kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The largest page [`CallStore::list`] returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// A store operation that failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No call has this id.
+    #[error("call {call_id} not found")]
+    NotFound {
+        /// The unknown id.
+        call_id: CallId,
+    },
+    /// The state machine refuses the operation in the call's state.
+    #[error("call {call_id}: {source}")]
+    InvalidTransition {
+        /// The call.
+        call_id: CallId,
+        /// What was refused.
+        #[source]
+        source: InvalidTransition,
+    },
+    /// The attempt no longer holds the call's lease: a newer attempt claimed it, or it
+    /// already recorded its outcome. The stale worker's result is refused.
+    #[error("call {call_id}: attempt {attempt} no longer holds the lease")]
+    Fenced {
+        /// The call.
+        call_id: CallId,
+        /// The stale attempt.
+        attempt: u32,
+    },
+    /// An argument is out of range (a limit of 0, a malformed cursor).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The backend cannot be reached right now; retrying later can succeed.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other backend failure.
+    #[error("store backend error: {source}")]
+    Backend {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Wraps an error as [`StoreError::Unavailable`].
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        StoreError::Unavailable { source: source.into() }
+    }
+
+    /// Wraps an error as [`StoreError::Backend`].
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        StoreError::Backend { source: source.into() }
+    }
+
+    /// `true` when retrying the same operation later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Why one packet of a batch was refused (the rest of the batch is unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PacketRejection {
+    /// The sequence was stored before with different data; the first data is kept.
+    #[error("call {call_id}: sequence {sequence} was already stored with different data")]
+    Conflict {
+        /// The call.
+        call_id: CallId,
+        /// The conflicting sequence.
+        sequence: u64,
+    },
+    /// The call no longer takes packets.
+    #[error("call {call_id} is {state} and takes no more packets")]
+    CallClosed {
+        /// The call.
+        call_id: CallId,
+        /// Its state.
+        state: CallState,
+    },
+}
+
+/// A packet the store accepted: newly stored, or an identical duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The ordering verdict; [`PacketOrder::Duplicate`] means nothing new was stored.
+    pub order: PacketOrder,
+    /// `true` when this packet created the call.
+    pub created_call: bool,
+}
+
+impl Appended {
+    /// `true` when the packet was not stored again.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self.order, PacketOrder::Duplicate)
+    }
+}
+
+/// One packet's answer in a batch append.
+pub type PacketOutcome = Result<Appended, PacketRejection>;
+
+/// A lease on a call's AI work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker holding it.
+    pub owner: WorkerId,
+    /// When it expires unless extended.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Everything known about a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    /// The call.
+    pub call_id: CallId,
+    /// Its state.
+    pub state: CallState,
+    /// Ordering counters and missing ranges.
+    pub ordering: OrderingReport,
+    /// AI attempts started (claims); the number of the current or last attempt.
+    pub attempts: u32,
+    /// Failed AI attempts counted against the retry policy (rescues of expired leases
+    /// are not failures).
+    pub failures: u32,
+    /// When the next AI attempt is due (COMPLETED, or PROCESSING_AI awaiting a retry).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The current lease, while a worker holds the call.
+    pub lease: Option<Lease>,
+    /// The last AI error.
+    pub last_error: Option<String>,
+    /// The AI result, once ARCHIVED.
+    pub result: Option<AiResult>,
+    /// When the first packet arrived.
+    pub created_at: DateTime<Utc>,
+    /// When anything last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the last packet was stored.
+    pub last_packet_at: DateTime<Utc>,
+    /// When the call hung up.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it reached ARCHIVED or FAILED.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One call in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSummary {
+    /// The call.
+    pub call_id: CallId,
+    /// Its state.
+    pub state: CallState,
+    /// Its ordering counters.
+    pub counters: OrderingCounters,
+    /// AI attempts started.
+    pub attempts: u32,
+    /// When anything last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A listing request: calls in ascending id order, after `after`, optionally in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only calls in this state.
+    pub state: Option<CallState>,
+    /// Page size, 1 ..= [`MAX_LIST_LIMIT`].
+    pub limit: usize,
+    /// Cursor: only ids strictly greater than this one.
+    pub after: Option<CallId>,
+}
+
+/// One page of calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallPage {
+    /// The calls, ascending by id.
+    pub calls: Vec<CallSummary>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next: Option<CallId>,
+}
+
+/// A call claimed for AI work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The call.
+    pub call_id: CallId,
+    /// This attempt's number: the fencing token every later write must present.
+    pub attempt: u32,
+    /// Failed attempts so far (for the retry policy).
+    pub failures: u32,
+    /// When the lease expires unless extended.
+    pub lease_expires_at: DateTime<Utc>,
+    /// `true` when the call was taken over from an expired lease.
+    pub rescued: bool,
+}
+
+impl Claim {
+    /// The (call, attempt) pair that fences this attempt's writes.
+    pub fn attempt_ref(&self) -> AttemptRef {
+        AttemptRef { call_id: self.call_id.clone(), attempt: self.attempt }
+    }
+}
+
+/// Identifies one attempt on a call: the fencing token of every lease-held write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptRef {
+    /// The call.
+    pub call_id: CallId,
+    /// The attempt number from its [`Claim`].
+    pub attempt: u32,
+}
+
+/// A failed attempt, as the processor decided to record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// The error, for operators.
+    pub error: String,
+    /// When to retry; `None` gives up (the call becomes FAILED).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Durable storage of calls and their packets.
+///
+/// # Contract
+/// - [`append`](CallStore::append) answers one outcome per packet, in input order. Each
+///   packet's effect is atomic with its call's counters and its state check: a packet
+///   answered as stored is stored, and no packet is stored once its call left
+///   IN_PROGRESS. A call's first packet creates it (IN_PROGRESS).
+/// - Claiming hands a due call to exactly one worker. A call is due when COMPLETED, or
+///   PROCESSING_AI with a retry due, or PROCESSING_AI with an expired lease (a rescue,
+///   which does not count as a failure). Every claim increments `attempts`; writes under
+///   the lease present that number and are refused ([`StoreError::Fenced`]) once it is
+///   stale.
+/// - Methods whose outcome depends on time take `now`.
+///
+/// # Example: a store that keeps nothing
+/// ```
+/// # use async_trait::async_trait;
+/// # use chrono::{DateTime, Utc};
+/// # use std::time::Duration;
+/// use pbx_core::prelude::*;
+/// use pbx_core::store::*;
+///
+/// struct Nothing;
+///
+/// #[async_trait]
+/// impl CallStore for Nothing {
+///     async fn append(&self, batch: &[NewPacket], _: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
+///         Err(StoreError::unavailable("this store keeps nothing"))
+///     }
+///     async fn complete(&self, id: &CallId, _: DateTime<Utc>) -> Result<Transition, StoreError> {
+///         Err(StoreError::NotFound { call_id: id.clone() })
+///     }
+///     async fn get(&self, id: &CallId, _: usize) -> Result<CallSnapshot, StoreError> {
+///         Err(StoreError::NotFound { call_id: id.clone() })
+///     }
+///     async fn list(&self, _: &ListQuery) -> Result<CallPage, StoreError> {
+///         Ok(CallPage { calls: vec![], next: None })
+///     }
+///     async fn packets(&self, id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
+///         Err(StoreError::NotFound { call_id: id.clone() })
+///     }
+///     async fn claim(&self, _: &WorkerId, _: Duration, _: usize, _: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
+///         Ok(vec![])
+///     }
+///     async fn heartbeat(&self, a: &AttemptRef, _: Duration, _: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+///         Err(StoreError::Fenced { call_id: a.call_id.clone(), attempt: a.attempt })
+///     }
+///     async fn record_success(&self, a: &AttemptRef, _: &AiResult, _: DateTime<Utc>) -> Result<(), StoreError> {
+///         Err(StoreError::Fenced { call_id: a.call_id.clone(), attempt: a.attempt })
+///     }
+///     async fn record_failure(&self, a: &AttemptRef, _: &AttemptFailure, _: DateTime<Utc>) -> Result<CallState, StoreError> {
+///         Err(StoreError::Fenced { call_id: a.call_id.clone(), attempt: a.attempt })
+///     }
+///     async fn release(&self, a: &AttemptRef, _: DateTime<Utc>) -> Result<(), StoreError> {
+///         Err(StoreError::Fenced { call_id: a.call_id.clone(), attempt: a.attempt })
+///     }
+///     async fn complete_idle(&self, _: DateTime<Utc>, _: usize, _: DateTime<Utc>) -> Result<Vec<CallId>, StoreError> {
+///         Ok(vec![])
+///     }
+///     async fn redrive(&self, id: &CallId, _: DateTime<Utc>) -> Result<Transition, StoreError> {
+///         Err(StoreError::NotFound { call_id: id.clone() })
+///     }
+///     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+///         Ok(None)
+///     }
+///     async fn ping(&self) -> Result<(), StoreError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let store: std::sync::Arc<dyn CallStore> = std::sync::Arc::new(Nothing);
+/// ```
+#[async_trait]
+pub trait CallStore: Send + Sync + 'static {
+    /// Appends a batch of packets, for one call or many, answering one outcome per
+    /// packet in input order. Fails as a whole only when nothing of it was stored.
+    async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError>;
+
+    /// Hangs up a call: IN_PROGRESS -> COMPLETED, its AI work due at `now`. A no-op
+    /// (`applied == false`) for a call already past IN_PROGRESS.
+    async fn complete(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
+
+    /// A call's snapshot, listing at most `max_missing_ranges` missing ranges.
+    async fn get(&self, call_id: &CallId, max_missing_ranges: usize) -> Result<CallSnapshot, StoreError>;
+
+    /// One page of calls ([`ListQuery`]); `limit` outside 1 ..= [`MAX_LIST_LIMIT`] is
+    /// [`StoreError::InvalidArgument`].
+    async fn list(&self, query: &ListQuery) -> Result<CallPage, StoreError>;
+
+    /// A call's packets, ascending by sequence.
+    async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError>;
+
+    /// Claims up to `limit` due calls for `worker`, each leased until `now + lease`,
+    /// oldest due first. Each claimed call is PROCESSING_AI with `attempts` incremented.
+    async fn claim(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends the attempt's lease to `now + lease` and returns the new expiry;
+    /// [`StoreError::Fenced`] when the attempt is stale.
+    async fn heartbeat(
+        &self,
+        attempt: &AttemptRef,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Records success: PROCESSING_AI -> ARCHIVED with the result, lease released.
+    async fn record_success(
+        &self,
+        attempt: &AttemptRef,
+        result: &AiResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a failed attempt: `failures` + 1 and `last_error` set; with `retry_at`
+    /// the call stays PROCESSING_AI due then, without it the call becomes FAILED.
+    /// Returns the call's new state.
+    async fn record_failure(
+        &self,
+        attempt: &AttemptRef,
+        failure: &AttemptFailure,
+        now: DateTime<Utc>,
+    ) -> Result<CallState, StoreError>;
+
+    /// Gives the attempt's lease back unfinished (graceful shutdown): the call is due
+    /// again at `now`, and no failure is counted.
+    async fn release(&self, attempt: &AttemptRef, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Hangs up to `limit` IN_PROGRESS calls whose last packet is older than
+    /// `idle_since`; returns their ids.
+    async fn complete_idle(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CallId>, StoreError>;
+
+    /// Re-drives a FAILED call: -> COMPLETED, failures reset, due at `now`. Any other
+    /// state is [`StoreError::InvalidTransition`].
+    async fn redrive(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
+
+    /// When the earliest AI work falls due (possibly in the past), if any is pending.
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Resolves when another process may have made AI work due (PostgreSQL's NOTIFY).
+    /// The default never resolves: a store without such a signal relies on the
+    /// processor's own wake-ups and its fallback poll.
+    async fn wait_for_work(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Checks that the store is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,2 @@
+//! pbx-server binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The PostgreSQL CallStore for pbx: the production source of truth.

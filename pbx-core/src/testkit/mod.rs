@@ -1,2 +1,11 @@
-//! The conformance suite every [`CallStore`](crate::store::CallStore) backend runs
-//! (feature `testkit`). Filled in by the conformance work.
+//! Test support for pbx backends and consumers (feature `testkit`).
+//!
+//! - [`conformance`]: the suite every [`CallStore`](crate::store::CallStore) backend runs,
+//!   through [`call_store_conformance!`](crate::call_store_conformance).
+//! - [`ai`]: [`ScriptedAi`](ai::ScriptedAi), an [`AiClient`](crate::ai::AiClient) whose
+//!   outcomes a test scripts.
+//! - [`clock`]: [`ManualClock`](clock::ManualClock), a clock a test moves by hand.
+
+pub mod ai;
+pub mod clock;
+pub mod conformance;

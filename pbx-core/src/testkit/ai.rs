@@ -1,0 +1,1 @@
+//! Scripted AI. Filled in by the processor work.

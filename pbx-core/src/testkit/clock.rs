@@ -1,0 +1,1 @@
+//! Manual clock. Filled in by the processor work.

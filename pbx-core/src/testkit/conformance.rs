@@ -1,0 +1,1 @@
+//! The backend conformance suite. Filled in by the conformance work.

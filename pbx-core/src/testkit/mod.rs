@@ -2,6 +2,8 @@
 //!
 //! - [`conformance`]: the suite every [`CallStore`](crate::store::CallStore) backend runs,
 //!   through [`call_store_conformance!`](crate::call_store_conformance).
+//! - [`gateway`]: the gateway and processor suite, run over a real backend through
+//!   [`gateway_conformance!`](crate::gateway_conformance).
 //! - [`ai`]: [`ScriptedAi`](ai::ScriptedAi), an [`AiClient`](crate::ai::AiClient) whose
 //!   outcomes a test scripts.
 //! - [`clock`]: [`ManualClock`](clock::ManualClock), a clock a test moves by hand.
@@ -9,3 +11,4 @@
 pub mod ai;
 pub mod clock;
 pub mod conformance;
+pub mod gateway;

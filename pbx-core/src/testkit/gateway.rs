@@ -1,0 +1,509 @@
+//! The gateway and processor suite: the orchestration, run over a real backend.
+//!
+//! Each case is a plain async function taking a fresh store;
+//! [`gateway_conformance!`](crate::gateway_conformance) turns them into one test per
+//! case for a backend, exactly like the store conformance suite:
+//!
+//! ```ignore
+//! pbx_core::gateway_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] setup() => MemoryCallStore::default());
+//! ```
+//!
+//! Cases that need time to pass use a [`ManualClock`] and [`Processor::run_once`];
+//! cases that run the processor in the background wait on events or on
+//! [`ScriptedAi::wait_in_flight`], never on sleeps. [`within`] bounds each wait so a
+//! broken wake-up fails the test instead of hanging it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::ai::{ScriptedAi, Step};
+use super::clock::ManualClock;
+use crate::ai::{AiClient, AiError, SimulatedAi};
+use crate::events::Event;
+use crate::gateway::{Gateway, GatewayConfig, GatewayError, Processor, ProcessorConfig};
+use crate::id::{CallId, WorkerId};
+use crate::ordering::{PacketOrder, SeqRange};
+use crate::packet::{NewPacket, Packet, PacketError, PacketLimits};
+use crate::retry::{Jitter, RetryPolicy};
+use crate::state::CallState;
+use crate::store::{CallSnapshot, CallStore, PacketRejection};
+
+/// Generates one test per gateway/processor case for a backend. Same form as
+/// [`call_store_conformance!`](crate::call_store_conformance).
+#[macro_export]
+macro_rules! gateway_conformance {
+    (#[$meta:meta] setup($($arg:ident : $ty:ty),* $(,)?) => $make:expr $(,)?) => {
+        $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) $make;
+            group_commit_answers_every_caller,
+            ingest_publishes_events,
+            batch_limits_refuse_everything,
+            processor_archives_a_completed_call,
+            processor_retries_with_backoff_then_succeeds,
+            processor_honours_retry_after,
+            processor_fails_at_once_on_permanent_error_and_redrive_recovers,
+            processor_fails_after_exhausting_attempts,
+            processor_rescues_a_crashed_workers_call,
+            processor_hangs_up_idle_calls,
+            processor_wakes_on_hang_up,
+            processor_never_exceeds_its_concurrency,
+            shutdown_releases_leases_after_grace,
+            shutdown_lets_running_attempts_finish,
+        );
+    };
+    (@cases #[$meta:meta] ($($arg:ident : $ty:ty),*) $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[$meta]
+            async fn $case($($arg : $ty),*) {
+                let store: ::std::sync::Arc<dyn $crate::store::CallStore> = ::std::sync::Arc::new($make);
+                $crate::testkit::gateway::$case(store).await
+            }
+        )*
+    };
+}
+
+/// Bounds a wait that should end promptly; panics with `what` if it does not.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+fn id(s: &str) -> CallId {
+    CallId::new(s).expect("valid test call id")
+}
+
+fn packet(seq: i64) -> Packet {
+    Packet::new(seq, format!("audio_chunk_{seq}"), seq as f64 * 0.02).expect("valid test packet")
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).expect("valid time")
+}
+
+/// A retry policy without jitter: 1 s, 2 s, 4 s ... capped at 60 s, `attempts` attempts.
+fn policy(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_secs(1),
+        backoff_coefficient: 2.0,
+        maximum_interval: Duration::from_secs(60),
+        maximum_attempts: attempts,
+        jitter: Jitter::None,
+    }
+}
+
+fn config(worker: &str) -> ProcessorConfig {
+    ProcessorConfig {
+        worker_id: WorkerId::new(worker),
+        concurrency: 8,
+        retry: policy(5),
+        idle_timeout: None,
+        seed: Some(7),
+        ..ProcessorConfig::default()
+    }
+}
+
+struct Manual {
+    clock: Arc<ManualClock>,
+    gateway: Gateway,
+    ai: Arc<ScriptedAi>,
+}
+
+fn manual(store: Arc<dyn CallStore>) -> Manual {
+    let clock = Arc::new(ManualClock::new(start()));
+    let gateway = Gateway::with_clock(store, GatewayConfig::default(), clock.clone()).expect("valid config");
+    Manual { clock, gateway, ai: Arc::new(ScriptedAi::new()) }
+}
+
+fn processor(gateway: &Gateway, ai: Arc<dyn AiClient>, config: ProcessorConfig) -> Processor {
+    Processor::new(gateway, ai, config).expect("valid processor config")
+}
+
+async fn call_with_packets(gateway: &Gateway, call: &CallId, n: i64) {
+    for seq in 1..=n {
+        gateway.ingest(call.clone(), packet(seq)).await.expect("packet stored");
+    }
+}
+
+async fn completed_call(gateway: &Gateway, call: &CallId, n: i64) {
+    call_with_packets(gateway, call, n).await;
+    assert!(gateway.complete(call).await.expect("hang-up").applied);
+}
+
+async fn snapshot(gateway: &Gateway, call: &CallId) -> CallSnapshot {
+    gateway.call(call).await.expect("call exists")
+}
+
+fn expected_transcript(n: i64) -> String {
+    let data: Vec<String> = (1..=n).map(|seq| format!("audio_chunk_{seq}")).collect();
+    SimulatedAi::expected_transcript(data.iter().map(String::as_str))
+}
+
+/// Waits until every call in `calls` has reached ARCHIVED or FAILED, by events.
+async fn until_terminal(events: &mut tokio::sync::broadcast::Receiver<Event>, gateway: &Gateway, calls: &[CallId]) {
+    let mut pending: std::collections::HashSet<CallId> = calls.iter().cloned().collect();
+    // Calls that finished before we looked.
+    for call in calls {
+        if snapshot(gateway, call).await.state.is_terminal() {
+            pending.remove(call);
+        }
+    }
+    within("calls to finish", async {
+        while !pending.is_empty() {
+            match events.recv().await {
+                Ok(Event::StateChanged { call_id, to, .. }) if to.is_terminal() => {
+                    pending.remove(&call_id);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for call in calls {
+                        if snapshot(gateway, call).await.state.is_terminal() {
+                            pending.remove(call);
+                        }
+                    }
+                }
+                Err(e) => panic!("event channel closed: {e}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// 500 concurrent single-packet ingests to one call: every caller is answered with
+/// its own verdict, and the store holds exactly 500 packets (group commit loses none).
+pub async fn group_commit_answers_every_caller(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let call = id("gc-1");
+    let mut tasks = tokio::task::JoinSet::new();
+    for seq in 1..=500 {
+        let (gateway, call) = (gateway.clone(), call.clone());
+        tasks.spawn(async move { gateway.ingest(call, packet(seq)).await });
+    }
+    let mut created = 0;
+    while let Some(answer) = tasks.join_next().await {
+        let appended = answer.expect("task ran").expect("packet stored");
+        assert!(!appended.is_duplicate());
+        created += usize::from(appended.created_call);
+    }
+    assert_eq!(created, 1, "exactly one packet created the call");
+    let snap = snapshot(&gateway, &call).await;
+    assert_eq!(snap.ordering.counters.received, 500);
+    assert_eq!(snap.ordering.counters.highest, 500);
+    assert_eq!(snap.ordering.counters.duplicates, 0);
+    assert_eq!(snap.ordering.counters.missing(), 0);
+    assert_eq!(gateway.packets(&call).await.expect("packets").len(), 500);
+}
+
+/// Ingest publishes the call's creation and its ordering anomalies, and refuses what
+/// the store refuses with the store's reason.
+pub async fn ingest_publishes_events(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let mut events = gateway.subscribe();
+    let call = id("events-1");
+    gateway.ingest(call.clone(), packet(1)).await.expect("stored");
+    let gap = gateway.ingest(call.clone(), packet(4)).await.expect("stored");
+    assert_eq!(gap.order, PacketOrder::Gap { missing: SeqRange { first: 2, last: 3 } });
+    let dup = gateway.ingest(call.clone(), packet(4)).await.expect("duplicate accepted");
+    assert!(dup.is_duplicate());
+    let conflict = Packet::new(4, "other data", 0.08).expect("valid");
+    match gateway.ingest(call.clone(), conflict).await {
+        Err(GatewayError::Rejected(PacketRejection::Conflict { sequence: 4, .. })) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    gateway.complete(&call).await.expect("hang-up");
+    match gateway.ingest(call.clone(), packet(5)).await {
+        Err(GatewayError::Rejected(PacketRejection::CallClosed { state: CallState::Completed, .. })) => {}
+        other => panic!("expected call closed, got {other:?}"),
+    }
+
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    let created = seen.iter().any(
+        |e| matches!(e, Event::StateChanged { from: None, to: CallState::InProgress, call_id, .. } if *call_id == call),
+    );
+    assert!(created, "creation published: {seen:?}");
+    let anomalies: Vec<(u64, PacketOrder)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::OrderingAnomaly { sequence, order, .. } => Some((*sequence, *order)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        anomalies,
+        vec![(4, PacketOrder::Gap { missing: SeqRange { first: 2, last: 3 } }), (4, PacketOrder::Duplicate)]
+    );
+    let completed = seen
+        .iter()
+        .any(|e| matches!(e, Event::StateChanged { from: Some(CallState::InProgress), to: CallState::Completed, .. }));
+    assert!(completed, "hang-up published: {seen:?}");
+}
+
+/// A batch over the request limit, or holding one packet over the size limit, is
+/// refused whole: nothing of it is stored.
+pub async fn batch_limits_refuse_everything(store: Arc<dyn CallStore>) {
+    let config =
+        GatewayConfig { max_request_batch: 3, limits: PacketLimits { max_data_bytes: 16 }, ..Default::default() };
+    let gateway = Gateway::new(store, config).expect("valid config");
+    let call = id("limits-1");
+    let batch = |n: i64| (1..=n).map(|s| NewPacket::new(call.clone(), packet(s))).collect::<Vec<_>>();
+    match gateway.ingest_batch(batch(4)).await {
+        Err(GatewayError::BatchTooLarge { len: 4, limit: 3 }) => {}
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    let mut oversized = batch(2);
+    oversized.push(NewPacket::new(call.clone(), Packet::new(3, "x".repeat(17), 0.0).expect("valid")));
+    match gateway.ingest_batch(oversized).await {
+        Err(GatewayError::InvalidPacket(PacketError::DataTooLarge { .. })) => {}
+        other => panic!("expected DataTooLarge, got {other:?}"),
+    }
+    match gateway.call(&call).await {
+        Err(GatewayError::Store(crate::store::StoreError::NotFound { .. })) => {}
+        other => panic!("nothing may be stored, got {other:?}"),
+    }
+    let outcomes = gateway.ingest_batch(batch(3)).await.expect("batch within limits");
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(Result::is_ok));
+    assert!(gateway.ingest_batch(Vec::new()).await.expect("empty batch").is_empty());
+}
+
+/// A hung-up call is claimed, transcribed from its packets in order, and ARCHIVED
+/// with the transcript and sentiment; idempotency key and attempt are the claim's.
+pub async fn processor_archives_a_completed_call(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("archive-1");
+    completed_call(&m.gateway, &call, 5).await;
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+    assert_eq!(p.run_once().await.expect("claimed"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    let result = snap.result.expect("result stored");
+    assert_eq!(result.transcript, expected_transcript(5));
+    assert_eq!(result.sentiment, SimulatedAi::sentiment_of(&result.transcript));
+    assert_eq!((snap.attempts, snap.failures), (1, 0));
+    assert_eq!(snap.lease, None);
+    assert_eq!(snap.next_attempt_at, None);
+    assert_eq!(m.ai.attempts(&call), vec![1]);
+    assert_eq!(p.run_once().await.expect("nothing due"), 0, "an archived call is never claimed again");
+}
+
+/// Retryable failures are recorded with exponential backoff (1 s, then 2 s, no
+/// jitter); the call is not claimed before its retry is due; then it succeeds.
+pub async fn processor_retries_with_backoff_then_succeeds(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("retry-1");
+    completed_call(&m.gateway, &call, 3).await;
+    m.ai.script(&call, [Step::Fail(AiError::unavailable("AI down")), Step::Fail(AiError::timeout("slow"))]);
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::ProcessingAi);
+    assert_eq!((snap.attempts, snap.failures), (1, 1));
+    assert_eq!(snap.next_attempt_at, Some(start() + chrono::Duration::seconds(1)));
+    assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("AI down")), "{:?}", snap.last_error);
+    assert_eq!(snap.lease, None);
+
+    m.clock.advance(Duration::from_millis(999));
+    assert_eq!(p.run_once().await.expect("claim"), 0, "not due before its backoff");
+    m.clock.advance(Duration::from_millis(1));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!((snap.attempts, snap.failures), (2, 2));
+    assert_eq!(snap.next_attempt_at, Some(start() + chrono::Duration::seconds(3)));
+
+    m.clock.advance(Duration::from_secs(2));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!((snap.attempts, snap.failures), (3, 2));
+    assert_eq!(m.ai.attempts(&call), vec![1, 2, 3]);
+}
+
+/// An AI error's `retry_after` hint pushes the retry later than the backoff would.
+pub async fn processor_honours_retry_after(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("retry-after-1");
+    completed_call(&m.gateway, &call, 1).await;
+    m.ai.script(&call, [Step::Fail(AiError::rate_limited("slow down", Some(Duration::from_secs(10))))]);
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.next_attempt_at, Some(start() + chrono::Duration::seconds(10)));
+}
+
+/// A permanent error fails the call at once with its message; a re-drive sends it
+/// back through the AI, which then archives it.
+pub async fn processor_fails_at_once_on_permanent_error_and_redrive_recovers(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("permanent-1");
+    completed_call(&m.gateway, &call, 2).await;
+    m.ai.script(&call, [Step::Fail(AiError::permanent("unsupported codec"))]);
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Failed);
+    assert_eq!((snap.attempts, snap.failures), (1, 1));
+    assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("unsupported codec")));
+    assert_eq!(snap.next_attempt_at, None);
+    assert_eq!(p.run_once().await.expect("claim"), 0, "a FAILED call is not retried by itself");
+
+    let t = m.gateway.redrive(&call).await.expect("re-drive");
+    assert_eq!((t.from, t.to), (CallState::Failed, CallState::Completed));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!(snap.attempts, 2, "attempt numbers keep counting across a re-drive");
+    assert_eq!(m.ai.attempts(&call), vec![1, 2]);
+}
+
+/// Retryable failures up to `maximum_attempts` fail the call with the last error.
+pub async fn processor_fails_after_exhausting_attempts(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("exhaust-1");
+    completed_call(&m.gateway, &call, 1).await;
+    m.ai.set_default(Step::Fail(AiError::unavailable("still down")));
+    m.ai.script(&call, [Step::Fail(AiError::unavailable("down 1")), Step::Fail(AiError::unavailable("down 2"))]);
+    let p = processor(&m.gateway, m.ai.clone(), ProcessorConfig { retry: policy(3), ..config("w1") });
+    for attempt in 1..=3 {
+        assert_eq!(p.run_once().await.expect("claim"), 1, "attempt {attempt}");
+        m.clock.advance(Duration::from_secs(60));
+    }
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Failed);
+    assert_eq!((snap.attempts, snap.failures), (3, 3));
+    assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("still down")), "{:?}", snap.last_error);
+    assert_eq!(p.run_once().await.expect("claim"), 0);
+}
+
+/// A worker that claimed a call and died: nobody touches the call until its lease
+/// expires; then the processor rescues it, and the rescue is not counted as a failure.
+pub async fn processor_rescues_a_crashed_workers_call(store: Arc<dyn CallStore>) {
+    let m = manual(store.clone());
+    let call = id("rescue-1");
+    completed_call(&m.gateway, &call, 2).await;
+    let crashed = store.claim(&WorkerId::new("crashed"), Duration::from_secs(30), 10, start()).await.expect("claim");
+    assert_eq!(crashed.len(), 1);
+
+    let p = processor(&m.gateway, m.ai.clone(), config("w2"));
+    m.clock.advance(Duration::from_secs(29));
+    assert_eq!(p.run_once().await.expect("claim"), 0, "the lease is still held");
+    m.clock.advance(Duration::from_secs(1));
+    assert_eq!(p.run_once().await.expect("claim"), 1, "rescued once the lease expired");
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!((snap.attempts, snap.failures), (2, 0));
+    assert_eq!(m.ai.attempts(&call), vec![2]);
+    let stale = store.record_success(&crashed[0].attempt_ref(), &snap.result.expect("result"), start()).await;
+    assert!(matches!(stale, Err(crate::store::StoreError::Fenced { .. })), "stale result refused: {stale:?}");
+}
+
+/// With an idle time-out, a call silent for longer is hung up and processed.
+pub async fn processor_hangs_up_idle_calls(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let (idle, busy) = (id("idle-1"), id("idle-2"));
+    call_with_packets(&m.gateway, &idle, 2).await;
+    m.clock.advance(Duration::from_secs(30));
+    call_with_packets(&m.gateway, &busy, 1).await;
+    let config = ProcessorConfig { idle_timeout: Some(Duration::from_secs(60)), ..config("w1") };
+    let p = processor(&m.gateway, m.ai.clone(), config);
+    m.clock.advance(Duration::from_secs(31));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    assert_eq!(snapshot(&m.gateway, &idle).await.state, CallState::Archived);
+    assert_eq!(snapshot(&m.gateway, &busy).await.state, CallState::InProgress, "silent for 31 s only");
+}
+
+/// A background processor with an hour-long poll picks up a hang-up at once: the
+/// hang-up wakes it (no polling delay).
+pub async fn processor_wakes_on_hang_up(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let ai = Arc::new(ScriptedAi::new());
+    let config = ProcessorConfig { poll_interval: Duration::from_secs(3600), ..config("w1") };
+    let handle = processor(&gateway, ai.clone(), config).spawn();
+    let mut events = gateway.subscribe();
+    let call = id("wake-1");
+    completed_call(&gateway, &call, 3).await;
+    until_terminal(&mut events, &gateway, std::slice::from_ref(&call)).await;
+    let snap = snapshot(&gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!(snap.result.expect("result").transcript, expected_transcript(3));
+    handle.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Twelve calls, concurrency 4: exactly 4 attempts run at once while the AI is held,
+/// never more; all twelve are archived once it lets go.
+pub async fn processor_never_exceeds_its_concurrency(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let ai = Arc::new(ScriptedAi::new());
+    ai.set_default(Step::Gate);
+    let p = processor(&gateway, ai.clone(), ProcessorConfig { concurrency: 4, ..config("w1") });
+    let handle = p.clone().spawn();
+    let mut events = gateway.subscribe();
+    let calls: Vec<CallId> = (0..12).map(|i| id(&format!("conc-{i:02}"))).collect();
+    for call in &calls {
+        completed_call(&gateway, call, 2).await;
+    }
+    within("4 attempts in flight", ai.wait_in_flight(4)).await;
+    assert_eq!(p.in_flight(), 4);
+    ai.open_gate();
+    until_terminal(&mut events, &gateway, &calls).await;
+    for call in &calls {
+        assert_eq!(snapshot(&gateway, call).await.state, CallState::Archived);
+    }
+    assert_eq!(ai.max_in_flight(), 4);
+    assert_eq!(ai.total_attempts(), 12, "each call ran exactly once");
+    handle.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Shutdown with attempts still running past the grace period gives their leases
+/// back: the calls are due again at once, no failure counted, and the next processor
+/// finishes them.
+pub async fn shutdown_releases_leases_after_grace(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let held = Arc::new(ScriptedAi::new());
+    held.set_default(Step::Gate);
+    let calls = [id("release-1"), id("release-2")];
+    for call in &calls {
+        completed_call(&gateway, call, 1).await;
+    }
+    let handle = processor(&gateway, held.clone(), ProcessorConfig { concurrency: 2, ..config("w1") }).spawn();
+    within("2 attempts in flight", held.wait_in_flight(2)).await;
+    within("shutdown", handle.shutdown(Duration::ZERO)).await;
+    for call in &calls {
+        let snap = snapshot(&gateway, call).await;
+        assert_eq!(snap.state, CallState::ProcessingAi);
+        assert_eq!(snap.lease, None, "lease released");
+        assert_eq!(snap.failures, 0, "a release is not a failure");
+        assert!(snap.next_attempt_at.is_some(), "due again");
+    }
+    let ai = Arc::new(ScriptedAi::new());
+    let next = processor(&gateway, ai.clone(), config("w2"));
+    assert_eq!(next.run_once().await.expect("claim"), 2);
+    for call in &calls {
+        let snap = snapshot(&gateway, call).await;
+        assert_eq!(snap.state, CallState::Archived);
+        assert_eq!(snap.attempts, 2);
+    }
+}
+
+/// Shutdown with a generous grace period waits for the running attempt, which then
+/// records its result.
+pub async fn shutdown_lets_running_attempts_finish(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    let ai = Arc::new(ScriptedAi::new());
+    ai.set_default(Step::Gate);
+    let call = id("finish-1");
+    completed_call(&gateway, &call, 1).await;
+    let handle = processor(&gateway, ai.clone(), config("w1")).spawn();
+    within("1 attempt in flight", ai.wait_in_flight(1)).await;
+    let shutdown = tokio::spawn(handle.shutdown(Duration::from_secs(600)));
+    ai.open_gate();
+    within("shutdown", shutdown).await.expect("shutdown task");
+    let snap = snapshot(&gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!(snap.attempts, 1);
+}

@@ -1,0 +1,544 @@
+//! Load generator for a running `pbx-server`.
+//!
+//! N concurrent calls stream M packets each over keep-alive connections, as fast as
+//! possible or paced like real audio (one packet per 20 ms per call), optionally
+//! shuffled and with duplicates. It reports packets/s, latency percentiles and status
+//! counts, then verifies through the API that every acknowledged packet is stored. In
+//! the same run it measures the server's `/healthz` throughput over the same number of
+//! connections and prints the ratio. With `--hangup` it then hangs up every call and
+//! measures the AI pipeline until every call is ARCHIVED or FAILED.
+//!
+//! ```text
+//! cargo run --release -p pbx-server &
+//! cargo run --release -p pbx-examples --example loadgen -- --calls 64 --packets 2000
+//! cargo run --release -p pbx-examples --example loadgen -- --batch 100
+//! cargo run --release -p pbx-examples --example loadgen -- --calls 1000 --packets 250 --pace-ms 20
+//! cargo run --release -p pbx-examples --example loadgen -- --calls 10000 --packets 5 --hangup
+//! ```
+//!
+//! Latency is measured from when a request was due to be sent (paced mode) or sent
+//! (fast mode) until its answer, so a stalled server shows up in the percentiles
+//! instead of silently slowing the offered load (no coordinated omission).
+
+use std::collections::{BTreeMap, HashSet};
+use std::error::Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Load generator for pbx-server.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 64)]
+    calls: usize,
+    /// Packets per call.
+    #[arg(long, default_value_t = 1000)]
+    packets: u64,
+    /// HTTP connections (requests in flight at most).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Packets per request through the batch endpoint; 0 sends one packet per request
+    /// to the seed's `POST /ingest/{call_id}`.
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
+    /// Pace each call like real audio: one packet (or batch) every this many ms; 0 sends
+    /// as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pace_ms: u64,
+    /// Probability that a packet swaps places with the next one (out of order).
+    #[arg(long, default_value_t = 0.0)]
+    shuffle: f64,
+    /// Probability that a packet is sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Bytes of data per packet (base64 of 20 ms of 8 kHz G.711 is 216).
+    #[arg(long, default_value_t = 216)]
+    data_bytes: usize,
+    /// Seconds of `/healthz` load for the baseline; 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    baseline_secs: u64,
+    /// After ingest, hang up every call and time the AI pipeline.
+    #[arg(long)]
+    hangup: bool,
+    /// Give up waiting for the AI pipeline after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    hangup_timeout_secs: u64,
+    /// API key sent as `Authorization: Bearer` (a key with the admin role, or ingest +
+    /// supervisor).
+    #[arg(long, env = "PBX_LOADGEN_API_KEY")]
+    api_key: Option<String>,
+    /// Call id prefix; default a fresh one per run, so runs never collide.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Seed of the shuffle and duplicate choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+struct Phase {
+    elapsed: Duration,
+    requests: u64,
+    packets: u64,
+    latency_us: Histogram<u64>,
+    statuses: BTreeMap<String, u64>,
+}
+
+impl Phase {
+    fn new() -> Self {
+        Self {
+            elapsed: Duration::ZERO,
+            requests: 0,
+            packets: 0,
+            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
+            statuses: BTreeMap::new(),
+        }
+    }
+
+    fn merge(&mut self, other: &Phase) {
+        self.requests += other.requests;
+        self.packets += other.packets;
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+        for (k, v) in &other.statuses {
+            *self.statuses.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    fn record(&mut self, latency: Duration, status: String, packets: u64) {
+        self.requests += 1;
+        self.packets += packets;
+        self.latency_us.saturating_record(latency.as_micros().max(1) as u64);
+        *self.statuses.entry(status).or_default() += 1;
+    }
+
+    fn per_sec(&self, n: u64) -> f64 {
+        n as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn print(&self, name: &str) {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{name}: {} requests, {} packets in {:.2} s = {:.0} requests/s, {:.0} packets/s",
+            self.requests,
+            self.packets,
+            self.elapsed.as_secs_f64(),
+            self.per_sec(self.requests),
+            self.per_sec(self.packets)
+        );
+        println!(
+            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            self.latency_us.max() as f64 / 1000.0
+        );
+        let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("  statuses: {}", statuses.join(", "));
+    }
+}
+
+/// The packets one call sends, in sending order (after shuffling and duplicates).
+fn plan(args: &Args, call_index: usize) -> Vec<u64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_add(call_index as u64));
+    let mut seqs: Vec<u64> = (1..=args.packets).collect();
+    let mut i = 0;
+    while i + 1 < seqs.len() {
+        if args.shuffle > 0.0 && rng.random_bool(args.shuffle.min(1.0)) {
+            seqs.swap(i, i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    if args.duplicates > 0.0 {
+        let mut out = Vec::with_capacity(seqs.len() * 2);
+        for s in seqs {
+            out.push(s);
+            if rng.random_bool(args.duplicates.min(1.0)) {
+                out.push(s);
+            }
+        }
+        seqs = out;
+    }
+    seqs
+}
+
+fn data_for(call: &str, seq: u64, bytes: usize) -> String {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in call.bytes().chain(seq.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..bytes)
+        .map(|i| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            B64[((h >> (i % 8)) & 63) as usize] as char
+        })
+        .collect()
+}
+
+fn packet_json(call: &str, seq: u64, bytes: usize) -> Value {
+    json!({"sequence": seq, "data": data_for(call, seq, bytes), "timestamp": seq as f64 * 0.02})
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.url));
+        match &self.api_key {
+            Some(key) => r.bearer_auth(key),
+            None => r,
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, BoxError> {
+        let response = self.request(reqwest::Method::GET, path).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status} {body}").into());
+        }
+        Ok(body)
+    }
+}
+
+/// The acknowledged sequences of each call.
+type Acks = Vec<Mutex<HashSet<u64>>>;
+
+/// Statuses of the packets in a batch answer, wherever the array sits.
+fn packet_statuses(body: &Value) -> Vec<String> {
+    fn find_array(v: &Value) -> Option<&Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a),
+            Value::Object(o) => o.values().find_map(find_array),
+            _ => None,
+        }
+    }
+    find_array(body)
+        .map(|a| a.iter().map(|p| p.get("status").and_then(Value::as_str).unwrap_or("error").to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn is_ack(status: &str) -> bool {
+    status == "accepted" || status == "duplicate"
+}
+
+/// Sends one request of `seqs` for `call`; records latency from `due` and the acks.
+async fn send(
+    client: &Client,
+    args: &Args,
+    (call, call_index): (&str, usize),
+    seqs: &[u64],
+    due: Instant,
+    phase: &mut Phase,
+    acks: &Acks,
+) {
+    let (path, body) = if args.batch == 0 {
+        (format!("/ingest/{call}"), packet_json(call, seqs[0], args.data_bytes))
+    } else {
+        let packets: Vec<Value> = seqs.iter().map(|&s| packet_json(call, s, args.data_bytes)).collect();
+        (format!("/v1/calls/{call}/packets/batch"), Value::Array(packets))
+    };
+    let result = client.request(reqwest::Method::POST, &path).json(&body).send().await;
+    let (status, acked): (String, Vec<u64>) = match result {
+        Err(e) => (if e.is_timeout() { "timeout".into() } else { "connection error".into() }, vec![]),
+        Ok(response) => {
+            let code = response.status();
+            match response.json::<Value>().await {
+                Ok(body) if code.is_success() && args.batch == 0 => {
+                    let status = body.get("status").and_then(Value::as_str).unwrap_or("?");
+                    let acked = if is_ack(status) { vec![seqs[0]] } else { vec![] };
+                    (format!("{} {status}", code.as_u16()), acked)
+                }
+                Ok(body) if code.is_success() => {
+                    let statuses = packet_statuses(&body);
+                    let acked = seqs.iter().zip(&statuses).filter(|(_, s)| is_ack(s)).map(|(q, _)| *q).collect();
+                    (code.as_u16().to_string(), acked)
+                }
+                Ok(body) => {
+                    let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
+                    (format!("{} {error}", code.as_u16()), vec![])
+                }
+                Err(_) => (format!("{} (unreadable body)", code.as_u16()), vec![]),
+            }
+        }
+    };
+    phase.record(due.elapsed(), status, seqs.len() as u64);
+    if !acked.is_empty() {
+        acks[call_index].lock().await.extend(acked);
+    }
+}
+
+/// Streams every call's packets; one worker per connection in fast mode, one task per
+/// call (bounded by the connections) in paced mode.
+async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<String>>, acks: Arc<Acks>) -> Phase {
+    let chunk = args.batch.max(1);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    if args.pace_ms == 0 {
+        for worker in 0..args.connections.min(calls.len()) {
+            let (client, args, calls, acks) = (client.clone(), args.clone(), calls.clone(), acks.clone());
+            tasks.spawn(async move {
+                let mut phase = Phase::new();
+                // This worker's calls, interleaved packet by packet (or batch by batch).
+                let mine: Vec<usize> = (worker..calls.len()).step_by(args.connections).collect();
+                let plans: Vec<Vec<u64>> = mine.iter().map(|&i| plan(&args, i)).collect();
+                let rounds = plans.iter().map(|p| p.len().div_ceil(chunk)).max().unwrap_or(0);
+                for round in 0..rounds {
+                    for (k, &i) in mine.iter().enumerate() {
+                        let Some(seqs) = plans[k].chunks(chunk).nth(round) else { continue };
+                        send(&client, &args, (&calls[i], i), seqs, Instant::now(), &mut phase, &acks).await;
+                    }
+                }
+                phase
+            });
+        }
+    } else {
+        let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
+        for i in 0..calls.len() {
+            let (client, args, calls, acks, slots) =
+                (client.clone(), args.clone(), calls.clone(), acks.clone(), slots.clone());
+            tasks.spawn(async move {
+                let mut phase = Phase::new();
+                let period = Duration::from_millis(args.pace_ms);
+                // Spread the calls' start times over one period.
+                let offset = period.mul_f64(i as f64 / calls.len() as f64);
+                let start = tokio::time::Instant::now() + offset;
+                for (n, seqs) in plan(&args, i).chunks(chunk).enumerate() {
+                    let due = start + period * n as u32;
+                    tokio::time::sleep_until(due).await;
+                    let _slot = slots.acquire().await.expect("semaphore open");
+                    send(&client, &args, (&calls[i], i), seqs, due.into_std(), &mut phase, &acks).await;
+                }
+                phase
+            });
+        }
+    }
+    let mut total = Phase::new();
+    while let Some(phase) = tasks.join_next().await {
+        total.merge(&phase.expect("ingest task"));
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// `/healthz` as fast as possible over the same number of connections.
+async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Phase {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let (client, stop) = (client.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut phase = Phase::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let status = match client.request(reqwest::Method::GET, "/healthz").send().await {
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        code.to_string()
+                    }
+                    Err(_) => "connection error".into(),
+                };
+                phase.record(sent.elapsed(), status, 0);
+            }
+            phase
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Phase::new();
+    while let Some(phase) = tasks.join_next().await {
+        total.merge(&phase.expect("baseline task"));
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// A number anywhere in a JSON document under `key` (the first found, depth first).
+fn find_u64(v: &Value, key: &str) -> Option<u64> {
+    match v {
+        Value::Object(o) => o.get(key).and_then(Value::as_u64).or_else(|| o.values().find_map(|v| find_u64(v, key))),
+        Value::Array(a) => a.iter().find_map(|v| find_u64(v, key)),
+        _ => None,
+    }
+}
+
+/// Checks that each call stores exactly the packets it acknowledged.
+async fn verify(client: Arc<Client>, args: &Args, calls: &[String], acks: &Acks) -> Result<(), BoxError> {
+    let mut lost = 0u64;
+    let mut extra = 0u64;
+    let mut acked_total = 0u64;
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
+    let mut tasks = JoinSet::new();
+    for call in calls {
+        let (client, call, slots) = (client.clone(), call.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let body = client.get_json(&format!("/v1/calls/{call}")).await;
+            (call, body)
+        });
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        calls.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (call, body) = joined?;
+        let acked = acks[index[call.as_str()]].lock().await.len() as u64;
+        acked_total += acked;
+        let stored = match body {
+            Ok(body) => find_u64(&body, "received").ok_or_else(|| format!("no 'received' counter in {body}"))?,
+            Err(_) if acked == 0 => 0,
+            Err(e) => return Err(e),
+        };
+        lost += acked.saturating_sub(stored);
+        extra += stored.saturating_sub(acked);
+    }
+    println!(
+        "verify: {acked_total} distinct packets acknowledged, {lost} of them missing from the store, {extra} stored but unacknowledged"
+    );
+    if lost > 0 {
+        return Err(format!("{lost} acknowledged packets are not stored").into());
+    }
+    Ok(())
+}
+
+/// Counts this run's calls in `state`, walking the listing from the run's prefix.
+async fn count_state(client: &Client, prefix: &str, state: &str) -> Result<usize, BoxError> {
+    let mut count = 0;
+    let mut cursor = prefix.to_owned();
+    loop {
+        let page = client.get_json(&format!("/v1/calls?state={state}&limit=1000&cursor={cursor}")).await?;
+        let calls = page.get("calls").and_then(Value::as_array).cloned().unwrap_or_default();
+        let ids: Vec<&str> = calls.iter().filter_map(|c| c.get("call_id").and_then(Value::as_str)).collect();
+        count += ids.iter().filter(|id| id.starts_with(prefix)).count();
+        let next = page.get("next_cursor").or_else(|| page.get("next")).and_then(Value::as_str);
+        match (next, ids.last()) {
+            (Some(next), Some(last)) if last.starts_with(prefix) => cursor = next.to_owned(),
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// Hangs up every call and waits until all are ARCHIVED or FAILED.
+async fn pipeline(client: Arc<Client>, args: &Args, calls: Arc<Vec<String>>, prefix: &str) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
+    let mut tasks = JoinSet::new();
+    for call in calls.iter() {
+        let (client, slots, call) = (client.clone(), slots.clone(), call.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            client
+                .request(reqwest::Method::POST, &format!("/v1/calls/{call}/complete"))
+                .send()
+                .await
+                .map(|r| r.status())
+        });
+    }
+    let mut refused = 0;
+    while let Some(done) = tasks.join_next().await {
+        if !done?.map(|s| s.is_success()).unwrap_or(false) {
+            refused += 1;
+        }
+    }
+    println!("hung up {} calls in {:.2} s ({refused} refused)", calls.len(), started.elapsed().as_secs_f64());
+    let deadline = started + Duration::from_secs(args.hangup_timeout_secs);
+    loop {
+        let archived = count_state(&client, prefix, "ARCHIVED").await?;
+        let failed = count_state(&client, prefix, "FAILED").await?;
+        let done = archived + failed;
+        let elapsed = started.elapsed();
+        if done >= calls.len() || Instant::now() > deadline {
+            println!(
+                "AI pipeline: {done}/{} calls terminal ({archived} ARCHIVED, {failed} FAILED) in {:.2} s = {:.1} calls/s",
+                calls.len(),
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64()
+            );
+            return if done >= calls.len() { Ok(()) } else { Err("AI pipeline timed out".into()) };
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    if args.calls == 0 || args.packets == 0 || args.connections == 0 {
+        return Err("--calls, --packets and --connections must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&args.shuffle) || !(0.0..=1.0).contains(&args.duplicates) {
+        return Err("--shuffle and --duplicates are probabilities in 0..=1".into());
+    }
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("lg{:08x}-", rand::random::<u32>()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()?;
+    let client =
+        Arc::new(Client { http, url: args.url.trim_end_matches('/').to_owned(), api_key: args.api_key.clone() });
+    client.get_json("/healthz").await.map_err(|e| format!("server not reachable at {}: {e}", args.url))?;
+
+    let mut calls: Vec<String> = (0..args.calls).map(|i| format!("{prefix}{i:06}")).collect();
+    calls.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    calls.sort();
+    let calls = Arc::new(calls);
+    let acks: Arc<Acks> = Arc::new((0..args.calls).map(|_| Mutex::new(HashSet::new())).collect());
+    let mode = match (args.batch, args.pace_ms) {
+        (0, 0) => "one packet per request, as fast as possible".to_owned(),
+        (0, p) => format!("one packet per request, paced every {p} ms per call"),
+        (b, 0) => format!("{b} packets per request, as fast as possible"),
+        (b, p) => format!("{b} packets per request, paced every {p} ms per call"),
+    };
+    println!(
+        "loadgen: {} calls x {} packets, {} connections, {mode}, shuffle {}, duplicates {}, prefix {prefix}",
+        args.calls, args.packets, args.connections, args.shuffle, args.duplicates
+    );
+
+    let args = Arc::new(args);
+    let base = if args.baseline_secs > 0 {
+        let base = baseline(client.clone(), args.connections, args.baseline_secs).await;
+        base.print("baseline GET /healthz");
+        Some(base)
+    } else {
+        None
+    };
+    let load = ingest(client.clone(), args.clone(), calls.clone(), acks.clone()).await;
+    load.print("ingest");
+    if let Some(base) = base {
+        println!(
+            "ratio: ingest requests/s / healthz requests/s = {:.2}",
+            load.per_sec(load.requests) / base.per_sec(base.requests)
+        );
+    }
+    verify(client.clone(), &args, &calls, &acks).await?;
+    if args.hangup {
+        pipeline(client, &args, calls, &prefix).await?;
+    }
+    Ok(())
+}

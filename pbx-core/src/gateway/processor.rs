@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::{Gateway, Shared};
-use crate::ai::{AiClient, AiError, AiResult, TranscriptionRequest};
+use crate::ai::{AiClient, AiError, AiResult, Transcript, TranscriptionRequest};
 use crate::events::Event;
 use crate::id::WorkerId;
 use crate::retry::{InvalidRetryPolicy, RetryPolicy};
@@ -153,6 +153,8 @@ struct Inner {
     ai: Arc<dyn AiClient>,
     config: ProcessorConfig,
     rng: Mutex<StdRng>,
+    /// Transcripts of calls whose sentiment step failed, for their retries.
+    transcripts: TranscriptCache,
     slots: Arc<Semaphore>,
     /// Becomes `true` when running attempts must give their leases back.
     abort: watch::Receiver<bool>,
@@ -189,6 +191,7 @@ impl Processor {
                 ai,
                 config,
                 rng: Mutex::new(rng),
+                transcripts: TranscriptCache::default(),
                 slots,
                 abort,
                 abort_tx,
@@ -381,13 +384,30 @@ impl Processor {
     async fn run_ai_with_heartbeat(&self, attempt: &AttemptRef) -> Result<Result<AiResult, AiError>, Stop> {
         let inner = &self.inner;
         let shared = inner.gateway.shared();
-        let packets = shared.store.packets(&attempt.call_id).await.map_err(Stop::Store)?;
+        let cached = inner.transcripts.take(&attempt.call_id);
+        let packets = match cached {
+            Some(_) => Vec::new(),
+            None => shared.store.packets(&attempt.call_id).await.map_err(Stop::Store)?,
+        };
         let request = TranscriptionRequest { call_id: attempt.call_id.clone(), attempt: attempt.attempt, packets };
         let ai = inner.ai.clone();
+        let this = self.clone();
         let work = async move {
-            let transcript = ai.transcribe(&request).await?;
-            let sentiment = ai.analyze_sentiment(&request.call_id, &request.idempotency_key(), &transcript).await?;
-            Ok(AiResult { transcript: transcript.text, sentiment })
+            let transcript = match cached {
+                Some(transcript) => transcript,
+                None => ai.transcribe(&request).await?,
+            };
+            match ai.analyze_sentiment(&request.call_id, &request.idempotency_key(), &transcript).await {
+                Ok(sentiment) => Ok(AiResult { transcript: transcript.text, sentiment }),
+                Err(error) => {
+                    // A call's packets never change after hang-up, so its transcript
+                    // stays valid: the retry skips the (costly) transcription.
+                    if error.is_retryable() {
+                        this.inner.transcripts.put(&request.call_id, transcript);
+                    }
+                    Err(error)
+                }
+            }
         };
         let timeout = inner.config.attempt_timeout;
         let work = async move {
@@ -495,6 +515,28 @@ impl Processor {
                 }
                 Err(error) => return Err(error),
             }
+        }
+    }
+}
+
+/// Most transcripts kept for retries; beyond it, a retry transcribes again.
+const TRANSCRIPT_CACHE_LIMIT: usize = 10_000;
+
+/// Transcripts kept between a failed sentiment step and the call's retry in this
+/// process. An optimisation only: a retry elsewhere (another process, a restart)
+/// transcribes again.
+#[derive(Debug, Default)]
+struct TranscriptCache(Mutex<std::collections::HashMap<crate::id::CallId, Transcript>>);
+
+impl TranscriptCache {
+    fn take(&self, call_id: &crate::id::CallId) -> Option<Transcript> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(call_id)
+    }
+
+    fn put(&self, call_id: &crate::id::CallId, transcript: Transcript) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() < TRANSCRIPT_CACHE_LIMIT {
+            map.insert(call_id.clone(), transcript);
         }
     }
 }

@@ -18,13 +18,16 @@ pub enum Step {
     Fail(AiError),
     /// Waits until [`ScriptedAi::open_gate`] is called, then succeeds.
     Gate,
+    /// Transcription succeeds, then sentiment analysis fails with this error.
+    FailSentiment(AiError),
 }
 
 /// An [`AiClient`] that follows a script.
 ///
 /// Each call has a queue of [`Step`]s, consumed one per transcription attempt; once
 /// a call's queue is empty, the default step applies ([`Step::Succeed`] unless
-/// [`ScriptedAi::set_default`] says otherwise). Sentiment analysis always succeeds.
+/// [`ScriptedAi::set_default`] says otherwise). Sentiment analysis succeeds unless the
+/// call's last transcription step was [`Step::FailSentiment`].
 ///
 /// It also records which attempts ran and how many ran at once, and lets a test wait,
 /// without sleeping, until a number of attempts are in flight.
@@ -40,6 +43,8 @@ struct State {
     scripts: HashMap<CallId, VecDeque<Step>>,
     default: Step,
     attempts: HashMap<CallId, Vec<u32>>,
+    sentiment_failures: HashMap<CallId, AiError>,
+    sentiment_calls: HashMap<CallId, usize>,
     max_in_flight: usize,
 }
 
@@ -52,8 +57,14 @@ impl Default for ScriptedAi {
 impl ScriptedAi {
     /// A service where every attempt succeeds until scripted otherwise.
     pub fn new() -> Self {
-        let state =
-            State { scripts: HashMap::new(), default: Step::Succeed, attempts: HashMap::new(), max_in_flight: 0 };
+        let state = State {
+            scripts: HashMap::new(),
+            default: Step::Succeed,
+            attempts: HashMap::new(),
+            sentiment_failures: HashMap::new(),
+            sentiment_calls: HashMap::new(),
+            max_in_flight: 0,
+        };
         Self { state: Mutex::new(state), in_flight: watch::channel(0).0, gate: watch::channel(false).0 }
     }
 
@@ -79,6 +90,11 @@ impl ScriptedAi {
     /// The attempt numbers transcription saw for `call_id`, in order.
     pub fn attempts(&self, call_id: &CallId) -> Vec<u32> {
         self.state().attempts.get(call_id).cloned().unwrap_or_default()
+    }
+
+    /// Sentiment analyses requested for `call_id`.
+    pub fn sentiment_calls(&self, call_id: &CallId) -> usize {
+        self.state().sentiment_calls.get(call_id).copied().unwrap_or(0)
     }
 
     /// Transcription attempts started over all calls.
@@ -133,6 +149,9 @@ impl AiClient for ScriptedAi {
         match step {
             Step::Succeed => {}
             Step::Fail(error) => return Err(error),
+            Step::FailSentiment(error) => {
+                self.state().sentiment_failures.insert(request.call_id.clone(), error);
+            }
             Step::Gate => {
                 let mut open = self.gate.subscribe();
                 let _ = open.wait_for(|open| *open).await;
@@ -144,10 +163,17 @@ impl AiClient for ScriptedAi {
 
     async fn analyze_sentiment(
         &self,
-        _call_id: &CallId,
+        call_id: &CallId,
         _idempotency_key: &str,
         transcript: &Transcript,
     ) -> Result<Sentiment, AiError> {
+        {
+            let mut state = self.state();
+            *state.sentiment_calls.entry(call_id.clone()).or_default() += 1;
+            if let Some(error) = state.sentiment_failures.remove(call_id) {
+                return Err(error);
+            }
+        }
         Ok(SimulatedAi::sentiment_of(&transcript.text))
     }
 }

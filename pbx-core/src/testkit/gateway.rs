@@ -42,6 +42,7 @@ macro_rules! gateway_conformance {
             processor_archives_a_completed_call,
             processor_retries_with_backoff_then_succeeds,
             processor_honours_retry_after,
+            processor_retry_after_sentiment_failure_reuses_the_transcript,
             processor_fails_at_once_on_permanent_error_and_redrive_recovers,
             processor_fails_after_exhausting_attempts,
             processor_rescues_a_crashed_workers_call,
@@ -334,6 +335,28 @@ pub async fn processor_honours_retry_after(store: Arc<dyn CallStore>) {
     assert_eq!(p.run_once().await.expect("claim"), 1);
     let snap = snapshot(&m.gateway, &call).await;
     assert_eq!(snap.next_attempt_at, Some(start() + chrono::Duration::seconds(10)));
+}
+
+/// When transcription succeeded but sentiment analysis failed, the retry reuses the
+/// transcript (a call's packets never change after hang-up) and only repeats the
+/// sentiment step.
+pub async fn processor_retry_after_sentiment_failure_reuses_the_transcript(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("sentiment-1");
+    completed_call(&m.gateway, &call, 4).await;
+    m.ai.script(&call, [Step::FailSentiment(AiError::unavailable("sentiment down"))]);
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!((snap.state, snap.failures), (CallState::ProcessingAi, 1));
+    assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("sentiment down")));
+    m.clock.advance(Duration::from_secs(1));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Archived);
+    assert_eq!(snap.result.expect("result").transcript, expected_transcript(4));
+    assert_eq!(m.ai.attempts(&call), vec![1], "transcribed once");
+    assert_eq!(m.ai.sentiment_calls(&call), 2);
 }
 
 /// A permanent error fails the call at once with its message; a re-drive sends it

@@ -1,1 +1,210 @@
-//! The bundled pbx HTTP server.
+//! The bundled pbx HTTP server: a thin Poem + OpenAPI layer over
+//! [`pbx_core::gateway::Gateway`], with the AI [`Processor`] running inside.
+//!
+//! - [`Settings`]: every knob, from flags and `PBX_*` environment variables.
+//! - [`build_app`]: the HTTP app over a gateway (what tests drive with
+//!   `poem::test::TestClient`).
+//! - [`Server`]: store, gateway, processor and listener put together;
+//!   [`Server::run_until`] serves until a shutdown signal, then stops gracefully.
+//! - [`run`]: what the binary does.
+//!
+//! Handlers parse, make one gateway call and map its result; the error-to-status
+//! mapping lives in [`error`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pbx_core::ai::{AiClient, SimulatedAi};
+use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
+use pbx_core::store::{CallStore, StoreError};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio::sync::watch;
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod settings;
+
+pub use api::{App, AppOptions, build_app};
+pub use settings::{LogFormat, Settings};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A setting cannot work.
+    #[error(transparent)]
+    Setting(#[from] settings::InvalidSetting),
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A component refused its configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Binding or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs the tracing subscriber: level from `RUST_LOG` (default `info`), text or JSON.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second install (tests) is harmless; ignore it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Opens the store the settings choose: memory, or PostgreSQL with its migrations run.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, ServerError> {
+    let _ = settings.store_choice()?;
+    Err(ServerError::Config("stub".into()))
+}
+
+/// A server ready to serve: bound listener, gateway, running processor.
+pub struct Server {
+    acceptor: poem::listener::TcpAcceptor,
+    local_addr: SocketAddr,
+    gateway: Gateway,
+    processor: Option<ProcessorHandle>,
+    app: App,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store, builds the gateway, starts the processor with the simulated AI,
+    /// and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, ServerError> {
+        settings.check_exposure()?;
+        let ai = SimulatedAi::new(settings.simulated_ai_config()).map_err(|e| ServerError::Config(e.to_string()))?;
+        let store = open_store(&settings).await?;
+        Self::build_with(settings, store, Arc::new(ai)).await
+    }
+
+    /// Like [`Server::build`] over a given store and AI client (tests, embedders).
+    pub async fn build_with(
+        settings: Settings,
+        store: Arc<dyn CallStore>,
+        ai: Arc<dyn AiClient>,
+    ) -> Result<Self, ServerError> {
+        settings.check_exposure()?;
+        let gateway = Gateway::new(store, settings.gateway_config()).map_err(|e| ServerError::Config(e.to_string()))?;
+        let processor = if settings.no_processor {
+            None
+        } else {
+            let processor = Processor::new(&gateway, ai, settings.processor_config())
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+            Some(processor.spawn())
+        };
+        let addr = settings.bind;
+        let io = |source| ServerError::Io { addr, source };
+        let acceptor = TcpListener::bind(addr).into_acceptor().await.map_err(io)?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
+        let app = build_app(gateway.clone(), settings.app_options());
+        Ok(Self { acceptor, local_addr, gateway, processor, app, settings })
+    }
+
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The gateway the server serves.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully: stops accepting,
+    /// lets in-flight requests and AI attempts finish within the grace period, and
+    /// releases the leases of attempts still running after it.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let Server { acceptor, local_addr, processor, app, settings, .. } = self;
+        let grace = settings.shutdown_grace;
+        let (stop, stopped) = watch::channel(false);
+        let mut http_stopped = stopped.clone();
+        let mut processor_stopped = stopped.clone();
+        let mut signal_or_failure = stopped;
+
+        tracing::info!(addr = %local_addr, "listening on http://{local_addr} (docs at /docs)");
+        let signal = async {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutdown requested; finishing in-flight work"),
+                _ = signal_or_failure.wait_for(|s| *s) => {}
+            }
+            stop.send_replace(true);
+        };
+        let serve = async {
+            let served = poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    async move {
+                        let _ = http_stopped.wait_for(|s| *s).await;
+                    },
+                    Some(grace),
+                )
+                .await;
+            stop.send_replace(true);
+            served
+        };
+        let stop_processor = async move {
+            let _ = processor_stopped.wait_for(|s| *s).await;
+            if let Some(processor) = processor {
+                processor.shutdown(grace).await;
+            }
+        };
+        let ((), served, ()) = tokio::join!(signal, serve, stop_processor);
+        tracing::info!("stopped");
+        served.map_err(|source| ServerError::Io { addr: local_addr, source })
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// What the binary does: build the server from `settings` and serve until SIGTERM or
+/// Ctrl-C.
+pub async fn run(settings: Settings) -> Result<(), ServerError> {
+    let server = Server::build(settings).await?;
+    server.run_until(shutdown_signal()).await
+}

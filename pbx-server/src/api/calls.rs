@@ -1,0 +1,96 @@
+//! Calls: hang-up, reads, listing, re-drive.
+
+use pbx_core::store::ListQuery;
+use pbx_core::{CallId, CallState};
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+
+use super::types::{CallPageView, CallView, TransitionView};
+use super::{ApiTags, Ctx};
+use crate::auth::{Auth, Role};
+use crate::error::ApiError;
+
+/// The default page size of `GET /v1/calls`.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// Call lifecycle and reads.
+#[derive(Debug, Clone)]
+pub struct CallsApi {
+    pub(crate) ctx: Ctx,
+}
+
+#[OpenApi(tag = "ApiTags::Calls")]
+impl CallsApi {
+    /// Hang up a call (role `ingest`); its AI work starts at once.
+    ///
+    /// Idempotent: hanging up a call already past IN_PROGRESS changes nothing and
+    /// answers `applied: false` with its current state.
+    #[oai(path = "/v1/calls/:call_id/complete", method = "post", operation_id = "complete_call")]
+    async fn complete(
+        &self,
+        auth: Auth,
+        /// The call.
+        call_id: Path<String>,
+    ) -> Result<Json<TransitionView>, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Ingest)?;
+        let call_id = CallId::new(call_id.0)?;
+        let t = self.ctx.gateway.complete(&call_id).await?;
+        Ok(Json(TransitionView::new(&call_id, t)))
+    }
+
+    /// A call's state, ordering report, AI attempts and result (role `supervisor`).
+    #[oai(path = "/v1/calls/:call_id", method = "get", operation_id = "get_call")]
+    async fn get(
+        &self,
+        auth: Auth,
+        /// The call.
+        call_id: Path<String>,
+    ) -> Result<Json<CallView>, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Supervisor)?;
+        let call_id = CallId::new(call_id.0)?;
+        Ok(Json(self.ctx.gateway.call(&call_id).await?.into()))
+    }
+
+    /// List calls ascending by id, optionally in one state (role `supervisor`).
+    #[oai(path = "/v1/calls", method = "get", operation_id = "list_calls")]
+    async fn list(
+        &self,
+        auth: Auth,
+        /// Only calls in this state: IN_PROGRESS, COMPLETED, PROCESSING_AI, ARCHIVED or FAILED.
+        state: Query<Option<String>>,
+        /// Page size, 1 to 1000 (default 100).
+        limit: Query<Option<u32>>,
+        /// Only calls after this id: the previous page's `next_cursor`.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<CallPageView>, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Supervisor)?;
+        let state = match state.0.filter(|s| !s.is_empty()) {
+            Some(s) => Some(s.parse::<CallState>().map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?),
+            None => None,
+        };
+        let after = match cursor.0.filter(|c| !c.is_empty()) {
+            Some(c) => Some(CallId::new(c).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?),
+            None => None,
+        };
+        let limit = limit.0.unwrap_or(DEFAULT_LIST_LIMIT) as usize;
+        let page = self.ctx.gateway.list(&ListQuery { state, limit, after }).await?;
+        Ok(Json(page.into()))
+    }
+
+    /// Re-drive a FAILED call (role `admin`): back to COMPLETED, its AI work runs again.
+    ///
+    /// A call in any other state is a 409.
+    #[oai(path = "/v1/calls/:call_id/retry", method = "post", operation_id = "retry_call")]
+    async fn retry(
+        &self,
+        auth: Auth,
+        /// The call.
+        call_id: Path<String>,
+    ) -> Result<Json<TransitionView>, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Admin)?;
+        let call_id = CallId::new(call_id.0)?;
+        let t = self.ctx.gateway.redrive(&call_id).await?;
+        Ok(Json(TransitionView::new(&call_id, t)))
+    }
+}

@@ -1,0 +1,153 @@
+//! The HTTP API: one module per group of operations, shapes in [`types`], the app in
+//! [`build_app`].
+
+use std::sync::Arc;
+
+use pbx_core::gateway::Gateway;
+use poem::http::Method;
+use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::auth::ApiKeys;
+use crate::error::{ApiError, json_error_response};
+
+pub mod calls;
+pub mod events;
+pub mod health;
+pub mod packets;
+pub mod types;
+
+/// The default limit on a request body, in bytes (2 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) gateway: Gateway,
+    pub(crate) keys: Arc<ApiKeys>,
+}
+
+/// Groups of operations in the docs.
+#[derive(Debug, Tags)]
+pub(crate) enum ApiTags {
+    /// Streaming audio packets (role `ingest`).
+    Packets,
+    /// Call lifecycle and reads.
+    Calls,
+    /// The live event feed (role `supervisor`).
+    Events,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// Options of the HTTP app.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// API keys; empty means open.
+    pub keys: ApiKeys,
+    /// The largest request body accepted, in bytes; larger ones get a 413.
+    pub body_limit: usize,
+    /// The base URL shown in the docs (`None`: relative).
+    pub public_url: Option<String>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self { keys: ApiKeys::open(), body_limit: DEFAULT_BODY_LIMIT, public_url: None }
+    }
+}
+
+/// The OpenAPI service with every operation.
+fn service(ctx: &Ctx, public_url: Option<&str>) -> OpenApiService<impl poem_openapi::OpenApi + use<>, ()> {
+    let apis = (
+        packets::PacketsApi { ctx: ctx.clone() },
+        calls::CallsApi { ctx: ctx.clone() },
+        events::EventsApi { ctx: ctx.clone() },
+        health::HealthApi { ctx: ctx.clone() },
+    );
+    let service = OpenApiService::new(apis, "pbx", env!("CARGO_PKG_VERSION")).description(
+        "Call-centre backend: ingest PBX audio packets, track each call's state and packet order, \
+         and run AI transcription and sentiment in the background with retries.\n\n\
+         Errors are JSON `{\"error\": code, \"message\": text}`. When API keys are configured, send \
+         `Authorization: Bearer <key>`; roles: `ingest` (packets, hang-up), `supervisor` (reads, \
+         events), `admin` (everything, re-drive).",
+    );
+    match public_url {
+        Some(url) => service.server(url),
+        None => service,
+    }
+}
+
+/// The HTTP app, boxed so that it can be named.
+pub type App = poem::endpoint::BoxEndpoint<'static, Response>;
+
+/// The whole HTTP app over `gateway`: the API, Swagger UI at `/docs`, the spec at
+/// `/openapi.json`, JSON errors for everything, and the body limit.
+pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
+    let ctx = Ctx { gateway, keys: Arc::new(options.keys) };
+    let api = service(&ctx, options.public_url.as_deref());
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .with(BodyLimit { limit: options.body_limit })
+        .catch_all_error(json_error_response)
+        .boxed()
+}
+
+/// Refuses request bodies over `limit` bytes with a 413, whether or not they announce
+/// their length.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit {
+    limit: usize,
+}
+
+impl<E: Endpoint> Middleware<E> for BodyLimit {
+    type Output = BodyLimitEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        BodyLimitEndpoint { inner, limit: self.limit }
+    }
+}
+
+/// [`BodyLimit`] around an endpoint.
+struct BodyLimitEndpoint<E> {
+    inner: E,
+    limit: usize,
+}
+
+fn too_large(limit: usize) -> poem::Error {
+    ApiError::PayloadTooLarge(poem_openapi::payload::Json(crate::error::ErrorBody {
+        error: "payload_too_large".into(),
+        message: format!("the request body is larger than the limit of {limit} bytes"),
+    }))
+    .into()
+}
+
+impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
+        let announced = req
+            .headers()
+            .get(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match announced {
+            Some(len) if len > self.limit as u64 => return Err(too_large(self.limit)),
+            Some(_) => {}
+            // No length announced (chunked): read at most the limit.
+            None if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) => {
+                let body = req.take_body().into_bytes_limit(self.limit).await.map_err(|e| match e {
+                    poem::error::ReadBodyError::PayloadTooLarge => too_large(self.limit),
+                    other => other.into(),
+                })?;
+                req.set_body(body);
+            }
+            None => {}
+        }
+        self.inner.call(req).await.map(IntoResponse::into_response)
+    }
+}

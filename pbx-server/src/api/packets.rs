@@ -1,0 +1,95 @@
+//! Ingestion: the seed's `POST /ingest/{call_id}`, its `/v1` twin, and the batch.
+
+use pbx_core::gateway::GatewayError;
+use pbx_core::{CallId, NewPacket, Packet};
+use poem_openapi::OpenApi;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+
+use super::types::{BatchAck, BatchItem, PacketAck, PacketIn};
+use super::{ApiTags, Ctx};
+use crate::auth::{Auth, Role};
+use crate::error::ApiError;
+
+/// Packet ingestion (role `ingest`).
+#[derive(Debug, Clone)]
+pub struct PacketsApi {
+    pub(crate) ctx: Ctx,
+}
+
+impl PacketsApi {
+    async fn ingest_one(&self, auth: &Auth, call_id: String, body: PacketIn) -> Result<Json<PacketAck>, ApiError> {
+        self.ctx.keys.authorize(auth, Role::Ingest)?;
+        let call_id = CallId::new(call_id)?;
+        let packet = Packet::new(body.sequence, body.data, body.timestamp)?;
+        let appended = self.ctx.gateway.ingest(call_id, packet).await?;
+        Ok(Json(appended.into()))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Packets")]
+impl PacketsApi {
+    /// Stream one packet (the seed's endpoint).
+    ///
+    /// The call's first packet creates it. Answers once the packet is durably stored:
+    /// `{"status": "accepted"}` with its ordering verdict, or `{"status": "duplicate"}`
+    /// for an identical resend. A sequence resent with different data, or a packet to a
+    /// call that no longer takes packets, is a 409.
+    #[oai(path = "/ingest/:call_id", method = "post", operation_id = "ingest")]
+    async fn ingest(
+        &self,
+        auth: Auth,
+        /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+        call_id: Path<String>,
+        body: Json<PacketIn>,
+    ) -> Result<Json<PacketAck>, ApiError> {
+        self.ingest_one(&auth, call_id.0, body.0).await
+    }
+
+    /// Stream one packet (same contract as `POST /ingest/{call_id}`).
+    #[oai(path = "/v1/calls/:call_id/packets", method = "post", operation_id = "add_packet")]
+    async fn add_packet(
+        &self,
+        auth: Auth,
+        /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+        call_id: Path<String>,
+        body: Json<PacketIn>,
+    ) -> Result<Json<PacketAck>, ApiError> {
+        self.ingest_one(&auth, call_id.0, body.0).await
+    }
+
+    /// Stream many packets of one call in one request.
+    ///
+    /// The batch is stored in one append and answered per packet, in request order: a
+    /// refused packet (`conflict`, `call_closed`) does not affect the others. A
+    /// malformed packet refuses the whole batch (400, nothing stored), so does a batch
+    /// larger than the limit (413).
+    #[oai(path = "/v1/calls/:call_id/packets/batch", method = "post", operation_id = "add_packets")]
+    async fn add_packets(
+        &self,
+        auth: Auth,
+        /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+        call_id: Path<String>,
+        body: Json<Vec<PacketIn>>,
+    ) -> Result<Json<BatchAck>, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Ingest)?;
+        let call_id = CallId::new(call_id.0)?;
+        let limit = self.ctx.gateway.config().max_request_batch;
+        if body.0.len() > limit {
+            return Err(GatewayError::BatchTooLarge { len: body.0.len(), limit }.into());
+        }
+        let packets = body
+            .0
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Packet::new(p.sequence, p.data, p.timestamp)
+                    .map(|packet| NewPacket::new(call_id.clone(), packet))
+                    .map_err(|e| ApiError::bad_request("invalid_packet", format!("packet {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sequences: Vec<u64> = packets.iter().map(|p| p.packet.sequence()).collect();
+        let outcomes = self.ctx.gateway.ingest_batch(packets).await?;
+        Ok(Json(sequences.into_iter().zip(&outcomes).map(|(seq, o)| BatchItem::new(seq, o)).collect()))
+    }
+}

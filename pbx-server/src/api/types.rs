@@ -1,0 +1,501 @@
+//! The request and answer shapes of the API, converted from pbx-core types with `From`.
+//! Core types are never the API schema.
+
+use chrono::{DateTime, Utc};
+use pbx_core::CallState;
+use pbx_core::events::Event;
+use pbx_core::ordering::{OrderingReport, PacketOrder, SeqRange};
+use pbx_core::state::Transition;
+use pbx_core::store::{Appended, CallPage, CallSnapshot, CallSummary, PacketOutcome};
+use poem_openapi::{Enum, Object};
+
+use crate::error::rejection;
+
+/// One audio packet, exactly as the seed sends it.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PacketIn {
+    /// The packet's sequence number within its call: 1 to 9223372036854775807.
+    pub sequence: i64,
+    /// The opaque payload (usually base64 audio); at most the configured size.
+    pub data: String,
+    /// The sender's timestamp in seconds: finite and not negative.
+    pub timestamp: f64,
+}
+
+impl poem_openapi::types::Example for PacketIn {
+    fn example() -> Self {
+        Self { sequence: 1, data: "audio_chunk_1".into(), timestamp: 123.45 }
+    }
+}
+
+/// What became of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum PacketStatus {
+    /// Stored.
+    Accepted,
+    /// Stored before with the same data; nothing new stored.
+    Duplicate,
+    /// Refused (batch answers only; see `error`).
+    Rejected,
+}
+
+/// The ordering verdict of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum OrderView {
+    /// The next sequence after the highest received.
+    InOrder,
+    /// Beyond the next expected sequence; `missing` were skipped.
+    Gap,
+    /// Below the highest received; fills part of a gap.
+    OutOfOrder,
+    /// Received before with the same data.
+    Duplicate,
+}
+
+/// An inclusive range of sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Object)]
+pub struct SeqRangeView {
+    /// First sequence of the range.
+    pub first: u64,
+    /// Last sequence of the range (inclusive).
+    pub last: u64,
+}
+
+impl From<SeqRange> for SeqRangeView {
+    fn from(r: SeqRange) -> Self {
+        Self { first: r.first, last: r.last }
+    }
+}
+
+fn order_view(order: PacketOrder) -> (OrderView, Option<SeqRangeView>) {
+    match order {
+        PacketOrder::InOrder => (OrderView::InOrder, None),
+        PacketOrder::Gap { missing } => (OrderView::Gap, Some(missing.into())),
+        PacketOrder::OutOfOrder => (OrderView::OutOfOrder, None),
+        PacketOrder::Duplicate => (OrderView::Duplicate, None),
+    }
+}
+
+/// A stored (or duplicate) packet's answer: `{"status": "accepted", ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct PacketAck {
+    /// `accepted`, or `duplicate` for an identical resend.
+    pub status: PacketStatus,
+    /// The ordering verdict.
+    pub order: OrderView,
+    /// The sequences this packet skipped (for a `gap`).
+    pub missing: Option<SeqRangeView>,
+    /// `true` when this packet created the call.
+    pub created_call: bool,
+}
+
+impl From<Appended> for PacketAck {
+    fn from(a: Appended) -> Self {
+        let (order, missing) = order_view(a.order);
+        let status = if a.is_duplicate() { PacketStatus::Duplicate } else { PacketStatus::Accepted };
+        Self { status, order, missing, created_call: a.created_call }
+    }
+}
+
+/// One packet's answer in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct BatchItem {
+    /// The packet's sequence.
+    pub sequence: u64,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub status: PacketStatus,
+    /// The ordering verdict of a stored or duplicate packet.
+    pub order: Option<OrderView>,
+    /// The sequences a `gap` packet skipped.
+    pub missing: Option<SeqRangeView>,
+    /// Why a packet was rejected: `conflict` or `call_closed`.
+    pub error: Option<String>,
+    /// The rejection, for humans.
+    pub message: Option<String>,
+}
+
+impl BatchItem {
+    /// The answer for the packet with `sequence`.
+    pub fn new(sequence: u64, outcome: &PacketOutcome) -> Self {
+        match outcome {
+            Ok(a) => {
+                let ack = PacketAck::from(*a);
+                Self {
+                    sequence,
+                    status: ack.status,
+                    order: Some(ack.order),
+                    missing: ack.missing,
+                    error: None,
+                    message: None,
+                }
+            }
+            Err(rejected) => {
+                let (code, message) = rejection(rejected);
+                Self {
+                    sequence,
+                    status: PacketStatus::Rejected,
+                    order: None,
+                    missing: None,
+                    error: Some(code.to_owned()),
+                    message: Some(message),
+                }
+            }
+        }
+    }
+}
+
+/// A batch's answer: one item per packet, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct BatchAck {
+    /// Packets newly stored.
+    pub accepted: u64,
+    /// Identical resends.
+    pub duplicates: u64,
+    /// Packets refused.
+    pub rejected: u64,
+    /// One answer per packet, in request order.
+    pub results: Vec<BatchItem>,
+}
+
+impl FromIterator<BatchItem> for BatchAck {
+    fn from_iter<I: IntoIterator<Item = BatchItem>>(iter: I) -> Self {
+        let results: Vec<BatchItem> = iter.into_iter().collect();
+        let count = |s| results.iter().filter(|r| r.status == s).count() as u64;
+        Self {
+            accepted: count(PacketStatus::Accepted),
+            duplicates: count(PacketStatus::Duplicate),
+            rejected: count(PacketStatus::Rejected),
+            results,
+        }
+    }
+}
+
+/// A call's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StateView {
+    /// Packets are streaming in.
+    InProgress,
+    /// Hung up; AI work pending.
+    Completed,
+    /// AI work running, or a retry of it scheduled.
+    ProcessingAi,
+    /// AI work succeeded.
+    Archived,
+    /// AI work failed for good; an admin may re-drive it.
+    Failed,
+}
+
+impl From<CallState> for StateView {
+    fn from(s: CallState) -> Self {
+        match s {
+            CallState::InProgress => StateView::InProgress,
+            CallState::Completed => StateView::Completed,
+            CallState::ProcessingAi => StateView::ProcessingAi,
+            CallState::Archived => StateView::Archived,
+            CallState::Failed => StateView::Failed,
+        }
+    }
+}
+
+/// The answer to a hang-up or a re-drive.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct TransitionView {
+    /// The call.
+    pub call_id: String,
+    /// The state before.
+    pub from: StateView,
+    /// The state now.
+    pub state: StateView,
+    /// `false` when nothing changed (a hang-up of a call already hung up).
+    pub applied: bool,
+}
+
+impl TransitionView {
+    /// The view of `t` on `call_id`.
+    pub fn new(call_id: &pbx_core::CallId, t: Transition) -> Self {
+        Self { call_id: call_id.to_string(), from: t.from.into(), state: t.to.into(), applied: t.applied }
+    }
+}
+
+/// A call's ordering report.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct OrderingView {
+    /// Distinct sequences stored.
+    pub received: u64,
+    /// Highest sequence stored.
+    pub highest: u64,
+    /// Sequences between 1 and `highest` not received.
+    pub missing: u64,
+    /// Identical resends.
+    pub duplicates: u64,
+    /// Packets that arrived below the highest sequence and filled a gap.
+    pub out_of_order: u64,
+    /// The lowest missing ranges.
+    pub missing_ranges: Vec<SeqRangeView>,
+    /// `true` when more missing ranges exist than are listed.
+    pub missing_ranges_truncated: bool,
+}
+
+impl From<OrderingReport> for OrderingView {
+    fn from(r: OrderingReport) -> Self {
+        let c = r.counters;
+        Self {
+            received: c.received,
+            highest: c.highest,
+            missing: c.missing(),
+            duplicates: c.duplicates,
+            out_of_order: c.out_of_order,
+            missing_ranges: r.missing_ranges.into_iter().map(Into::into).collect(),
+            missing_ranges_truncated: r.missing_ranges_truncated,
+        }
+    }
+}
+
+/// The sentiment of a transcript.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct SentimentView {
+    /// `POSITIVE`, `NEUTRAL` or `NEGATIVE`.
+    pub label: String,
+    /// From -1 (most negative) to 1 (most positive).
+    pub score: f64,
+}
+
+/// The worker holding a call's AI work.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct LeaseView {
+    /// The worker.
+    pub owner: String,
+    /// When the lease expires unless extended.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Everything known about a call.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct CallView {
+    /// The call.
+    pub call_id: String,
+    /// Its state.
+    pub state: StateView,
+    /// Counters and missing ranges.
+    pub ordering: OrderingView,
+    /// AI attempts started.
+    pub attempts: u32,
+    /// Failed AI attempts counted against the retry policy.
+    pub failures: u32,
+    /// When the next AI attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The worker holding the call, while one does.
+    pub lease: Option<LeaseView>,
+    /// The last AI error.
+    pub last_error: Option<String>,
+    /// The transcript, once ARCHIVED.
+    pub transcript: Option<String>,
+    /// The sentiment, once ARCHIVED.
+    pub sentiment: Option<SentimentView>,
+    /// When the first packet arrived.
+    pub created_at: DateTime<Utc>,
+    /// When anything last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the last packet was stored.
+    pub last_packet_at: DateTime<Utc>,
+    /// When the call hung up.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it reached ARCHIVED or FAILED.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<CallSnapshot> for CallView {
+    fn from(s: CallSnapshot) -> Self {
+        let (transcript, sentiment) = match s.result {
+            Some(r) => (
+                Some(r.transcript),
+                Some(SentimentView { label: r.sentiment.label.as_str().to_owned(), score: r.sentiment.score }),
+            ),
+            None => (None, None),
+        };
+        Self {
+            call_id: s.call_id.into_string(),
+            state: s.state.into(),
+            ordering: s.ordering.into(),
+            attempts: s.attempts,
+            failures: s.failures,
+            next_attempt_at: s.next_attempt_at,
+            lease: s.lease.map(|l| LeaseView { owner: l.owner.to_string(), expires_at: l.expires_at }),
+            last_error: s.last_error,
+            transcript,
+            sentiment,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            last_packet_at: s.last_packet_at,
+            completed_at: s.completed_at,
+            finished_at: s.finished_at,
+        }
+    }
+}
+
+/// One call in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct CallSummaryView {
+    /// The call.
+    pub call_id: String,
+    /// Its state.
+    pub state: StateView,
+    /// Distinct sequences stored.
+    pub received: u64,
+    /// Highest sequence stored.
+    pub highest: u64,
+    /// Sequences between 1 and `highest` not received.
+    pub missing: u64,
+    /// Identical resends.
+    pub duplicates: u64,
+    /// Packets that filled a gap.
+    pub out_of_order: u64,
+    /// AI attempts started.
+    pub attempts: u32,
+    /// When anything last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<CallSummary> for CallSummaryView {
+    fn from(s: CallSummary) -> Self {
+        let c = s.counters;
+        Self {
+            call_id: s.call_id.into_string(),
+            state: s.state.into(),
+            received: c.received,
+            highest: c.highest,
+            missing: c.missing(),
+            duplicates: c.duplicates,
+            out_of_order: c.out_of_order,
+            attempts: s.attempts,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// One page of calls, ascending by id.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct CallPageView {
+    /// The calls.
+    pub calls: Vec<CallSummaryView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<CallPage> for CallPageView {
+    fn from(p: CallPage) -> Self {
+        Self {
+            calls: p.calls.into_iter().map(Into::into).collect(),
+            next_cursor: p.next.map(pbx_core::CallId::into_string),
+        }
+    }
+}
+
+/// A liveness or readiness answer.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct HealthView {
+    /// `ok` or `ready`.
+    pub status: String,
+}
+
+/// The kind of a live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A call changed state.
+    StateChanged,
+    /// A packet arrived out of order, after a gap, or twice.
+    OrderingAnomaly,
+    /// An AI attempt failed.
+    AttemptFailed,
+    /// This subscriber fell behind and missed `missed` events.
+    Lagged,
+}
+
+/// A live event (Server-Sent Events, one JSON object per `data:` line).
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct EventView {
+    /// What happened.
+    #[oai(rename = "type")]
+    pub kind: EventKind,
+    /// The call.
+    pub call_id: Option<String>,
+    /// When.
+    pub at: Option<DateTime<Utc>>,
+    /// The state before (`state_changed`; absent when the call was created).
+    pub from: Option<StateView>,
+    /// The state after (`state_changed`).
+    pub to: Option<StateView>,
+    /// The packet (`ordering_anomaly`).
+    pub sequence: Option<u64>,
+    /// The verdict (`ordering_anomaly`).
+    pub order: Option<OrderView>,
+    /// The attempt (`attempt_failed`).
+    pub attempt: Option<u32>,
+    /// The error (`attempt_failed`).
+    pub error: Option<String>,
+    /// When the next attempt is due; absent when the call gave up (`attempt_failed`).
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Events this subscriber missed (`lagged`).
+    pub missed: Option<u64>,
+}
+
+impl EventView {
+    fn empty(kind: EventKind) -> Self {
+        Self {
+            kind,
+            call_id: None,
+            at: None,
+            from: None,
+            to: None,
+            sequence: None,
+            order: None,
+            attempt: None,
+            error: None,
+            retry_at: None,
+            missed: None,
+        }
+    }
+
+    /// The event telling a subscriber it missed `missed` events.
+    pub fn lagged(missed: u64) -> Self {
+        Self { missed: Some(missed), ..Self::empty(EventKind::Lagged) }
+    }
+
+    /// The view of a core event; `None` for kinds this API does not know yet.
+    pub fn from_event(e: &Event) -> Option<Self> {
+        let view = match e {
+            Event::StateChanged { call_id, from, to, at } => Self {
+                call_id: Some(call_id.to_string()),
+                at: Some(*at),
+                from: from.map(Into::into),
+                to: Some((*to).into()),
+                ..Self::empty(EventKind::StateChanged)
+            },
+            Event::OrderingAnomaly { call_id, sequence, order, at } => Self {
+                call_id: Some(call_id.to_string()),
+                at: Some(*at),
+                sequence: Some(*sequence),
+                order: Some(order_view(*order).0),
+                ..Self::empty(EventKind::OrderingAnomaly)
+            },
+            Event::AttemptFailed { call_id, attempt, error, retry_at, at } => Self {
+                call_id: Some(call_id.to_string()),
+                at: Some(*at),
+                attempt: Some(*attempt),
+                error: Some(error.clone()),
+                retry_at: *retry_at,
+                ..Self::empty(EventKind::AttemptFailed)
+            },
+            _ => return None,
+        };
+        Some(view)
+    }
+}

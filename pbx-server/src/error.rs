@@ -1,0 +1,264 @@
+//! The one place where failures become HTTP statuses and JSON error bodies.
+//!
+//! Every error answer is `{"error": code, "message": text}`. Errors of pbx-core map
+//! through [`ApiError::from`]; errors poem and poem-openapi raise before a handler runs
+//! (invalid JSON, a missing field, a bad query parameter, an unknown route, a body over
+//! the limit) are rewritten by [`json_error_response`].
+
+use pbx_core::gateway::GatewayError;
+use pbx_core::store::{PacketRejection, StoreError};
+use pbx_core::{InvalidCallId, PacketError};
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `invalid_packet` or `call_closed`.
+    pub error: String,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+impl ErrorBody {
+    fn new(error: &str, message: impl Into<String>) -> Json<Self> {
+        Json(Self { error: error.to_owned(), message: message.into() })
+    }
+}
+
+/// Every error an operation can answer.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed input: bad call id, bad packet, missing or mistyped fields, invalid JSON.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No API key, or an unknown one.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The API key's role does not allow this operation.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No call has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The call does not take this operation in its state (closed to packets, not
+    /// FAILED for a re-drive), or the sequence was stored before with different data.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body or the batch is larger than allowed.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// A failure on the server's side.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The store is unavailable or the server is shutting down; retry after the given
+    /// number of seconds.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+}
+
+impl ApiError {
+    /// A 400 with `code`.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest(ErrorBody::new(code, message))
+    }
+
+    /// A 401: no key, or an unknown key.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::Unauthorized(ErrorBody::new("unauthorized", message))
+    }
+
+    /// A 403: the key's role is not enough.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden(ErrorBody::new("forbidden", message))
+    }
+
+    fn unavailable(code: &str, message: impl Into<String>) -> Self {
+        ApiError::Unavailable(ErrorBody::new(code, message), RETRY_AFTER_SECS)
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The error body.
+    pub fn body(&self) -> &ErrorBody {
+        match self {
+            ApiError::BadRequest(b)
+            | ApiError::Unauthorized(b)
+            | ApiError::Forbidden(b)
+            | ApiError::NotFound(b)
+            | ApiError::Conflict(b)
+            | ApiError::PayloadTooLarge(b)
+            | ApiError::Internal(b)
+            | ApiError::Unavailable(b, _) => b,
+        }
+    }
+}
+
+impl From<InvalidCallId> for ApiError {
+    fn from(e: InvalidCallId) -> Self {
+        ApiError::bad_request("invalid_call_id", e.to_string())
+    }
+}
+
+impl From<PacketError> for ApiError {
+    fn from(e: PacketError) -> Self {
+        ApiError::bad_request("invalid_packet", e.to_string())
+    }
+}
+
+impl From<PacketRejection> for ApiError {
+    fn from(e: PacketRejection) -> Self {
+        let (code, message) = rejection(&e);
+        ApiError::Conflict(ErrorBody::new(code, message))
+    }
+}
+
+/// The error code and message of a refused packet.
+pub(crate) fn rejection(e: &PacketRejection) -> (&'static str, String) {
+    let code = match e {
+        PacketRejection::Conflict { .. } => "conflict",
+        PacketRejection::CallClosed { .. } => "call_closed",
+        _ => "rejected",
+    };
+    (code, e.to_string())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::NotFound { .. } => ApiError::NotFound(ErrorBody::new("not_found", e.to_string())),
+            StoreError::InvalidTransition { .. } => {
+                ApiError::Conflict(ErrorBody::new("invalid_transition", e.to_string()))
+            }
+            StoreError::Fenced { .. } => ApiError::Conflict(ErrorBody::new("fenced", e.to_string())),
+            StoreError::InvalidArgument(_) => ApiError::bad_request("invalid_argument", e.to_string()),
+            _ if e.is_retryable() => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::unavailable("unavailable", e.to_string())
+            }
+            _ => {
+                tracing::error!(error = &e as &dyn std::error::Error, "store failure");
+                ApiError::Internal(ErrorBody::new("internal", "internal store error; see the server log"))
+            }
+        }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::InvalidPacket(e) => e.into(),
+            GatewayError::Rejected(e) => e.into(),
+            GatewayError::BatchTooLarge { .. } => {
+                ApiError::PayloadTooLarge(ErrorBody::new("batch_too_large", e.to_string()))
+            }
+            GatewayError::Store(e) => e.into(),
+            GatewayError::ShuttingDown => ApiError::unavailable("shutting_down", e.to_string()),
+            _ if e.is_retryable() => ApiError::unavailable("unavailable", e.to_string()),
+            _ => {
+                tracing::error!(error = &e as &dyn std::error::Error, "gateway failure");
+                ApiError::Internal(ErrorBody::new("internal", "internal error; see the server log"))
+            }
+        }
+    }
+}
+
+/// Rewrites an error raised outside a handler (or a handler's own [`ApiError`]) as a
+/// JSON error answer with the same status.
+pub async fn json_error_response(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // An ApiError a handler returned: already a JSON answer.
+        return err.into_response();
+    }
+    let status = err.status();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if status == StatusCode::UNAUTHORIZED {
+        "a valid API key is required: Authorization: Bearer <key>".to_owned()
+    } else {
+        err.to_string()
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, error = %err, "request failed");
+    }
+    let body = ErrorBody::new(code, message);
+    let mut response = body.into_response();
+    response.set_status(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert("retry-after", RETRY_AFTER_SECS.into());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use pbx_core::CallId;
+    use pbx_core::state::CallState;
+
+    use super::*;
+
+    fn call() -> CallId {
+        CallId::new("c1").unwrap()
+    }
+
+    #[test]
+    fn maps_each_gateway_error_to_its_status() {
+        let cases: Vec<(GatewayError, StatusCode, &str)> = vec![
+            (PacketError::SequenceOutOfRange(0).into(), StatusCode::BAD_REQUEST, "invalid_packet"),
+            (PacketRejection::Conflict { call_id: call(), sequence: 1 }.into(), StatusCode::CONFLICT, "conflict"),
+            (
+                PacketRejection::CallClosed { call_id: call(), state: CallState::Completed }.into(),
+                StatusCode::CONFLICT,
+                "call_closed",
+            ),
+            (GatewayError::BatchTooLarge { len: 2, limit: 1 }, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            (StoreError::NotFound { call_id: call() }.into(), StatusCode::NOT_FOUND, "not_found"),
+            (StoreError::InvalidArgument("limit".into()).into(), StatusCode::BAD_REQUEST, "invalid_argument"),
+            (StoreError::unavailable("down").into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (GatewayError::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            (StoreError::backend("boom").into(), StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error);
+            assert_eq!((api.status(), api.body().error.as_str()), (status, code));
+        }
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let response = ApiError::from(GatewayError::ShuttingDown).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+    }
+}

@@ -1,0 +1,377 @@
+//! [`Settings`]: every knob of the server, from flags and `PBX_*` environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use pbx_core::PacketLimits;
+use pbx_core::ai::SimulatedAiConfig;
+use pbx_core::gateway::{DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, GatewayConfig, ProcessorConfig};
+use pbx_core::packet::DEFAULT_MAX_DATA_BYTES;
+use pbx_core::retry::{Jitter, RetryPolicy};
+use pbx_core::{WorkerId, ordering::DEFAULT_MAX_MISSING_RANGES};
+
+use crate::api::{AppOptions, DEFAULT_BODY_LIMIT};
+use crate::auth::{ApiKey, ApiKeys};
+
+/// Where calls are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// PostgreSQL when a database URL is set, memory otherwise.
+    Auto,
+    /// In memory: fast, lost on exit.
+    Memory,
+    /// PostgreSQL at the database URL (migrations run at start).
+    Postgres,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Backoff randomisation of AI retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JitterKind {
+    /// Uniform in [0, delay] (spreads retries best).
+    Full,
+    /// delay/2 plus uniform in [0, delay/2].
+    Equal,
+    /// The exact exponential delay.
+    None,
+}
+
+/// The pbx server: ingests PBX audio packets, tracks calls and runs their AI work.
+///
+/// Every setting is a flag and a `PBX_*` environment variable (flags win). Durations
+/// take a unit: `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pbx-server", version, about, long_about = None)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "PBX_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    /// API key as ROLE:KEY, ROLE one of ingest, supervisor, admin (admin may do
+    /// everything). Repeat the flag, or separate keys with commas in PBX_API_KEYS.
+    /// Clients send `Authorization: Bearer KEY`. Without keys the API is open.
+    #[arg(long = "api-key", env = "PBX_API_KEYS", value_delimiter = ',', value_name = "ROLE:KEY")]
+    pub api_keys: Vec<ApiKey>,
+
+    /// Serve without API keys on a non-loopback address (refused otherwise).
+    #[arg(long, env = "PBX_ALLOW_OPEN")]
+    pub allow_open: bool,
+
+    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/pbx. DATABASE_URL is read
+    /// when this is not set.
+    #[arg(long, env = "PBX_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where calls are stored.
+    #[arg(long, env = "PBX_STORE", value_enum, default_value_t = StoreKind::Auto)]
+    pub store: StoreKind,
+
+    /// Largest request body accepted, in bytes; larger ones get a 413.
+    #[arg(long, env = "PBX_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// Most packets accepted in one batch request; larger batches get a 413.
+    #[arg(long, env = "PBX_MAX_BATCH", default_value_t = DEFAULT_MAX_REQUEST_BATCH)]
+    pub max_batch: usize,
+
+    /// Largest packet `data` accepted, in bytes; larger packets get a 400.
+    #[arg(long, env = "PBX_MAX_DATA_BYTES", default_value_t = DEFAULT_MAX_DATA_BYTES)]
+    pub max_data_bytes: usize,
+
+    /// Group commit: most single-packet requests coalesced into one store write.
+    #[arg(long, env = "PBX_GROUP_BATCH", default_value_t = DEFAULT_MAX_GROUP_BATCH)]
+    pub group_batch: usize,
+
+    /// Group commit: store writes running in parallel.
+    #[arg(long, env = "PBX_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+
+    /// Share of simulated AI requests that fail (retryably), from 0 to 1.
+    #[arg(long, env = "PBX_AI_FAILURE_RATE", default_value_t = 0.25)]
+    pub ai_failure_rate: f64,
+
+    /// Shortest simulated AI latency.
+    #[arg(long, env = "PBX_AI_LATENCY_MIN", default_value = "1s", value_parser = parse_duration)]
+    pub ai_latency_min: Duration,
+
+    /// Longest simulated AI latency.
+    #[arg(long, env = "PBX_AI_LATENCY_MAX", default_value = "3s", value_parser = parse_duration)]
+    pub ai_latency_max: Duration,
+
+    /// Seed of the simulated AI and of the retry jitter, for reproducible runs.
+    #[arg(long, env = "PBX_SEED")]
+    pub seed: Option<u64>,
+
+    /// Run no AI processor in this process (ingest-only instance).
+    #[arg(long, env = "PBX_NO_PROCESSOR")]
+    pub no_processor: bool,
+
+    /// Most AI runs in flight at once.
+    #[arg(long, env = "PBX_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// Lease on a call's AI work: a crashed worker's calls are taken over this long
+    /// after its last heartbeat.
+    #[arg(long, env = "PBX_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// How often a running AI attempt extends its lease (default: a third of the lease).
+    #[arg(long, env = "PBX_HEARTBEAT", value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+
+    /// Fallback poll for due AI work when no wake-up arrives.
+    #[arg(long, env = "PBX_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Longest one AI attempt may take before it fails as a (retryable) time-out.
+    #[arg(long, env = "PBX_ATTEMPT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub attempt_timeout: Duration,
+
+    /// Hang up calls silent for this long; 0 never does.
+    #[arg(long, env = "PBX_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Delay before the first AI retry.
+    #[arg(long, env = "PBX_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub retry_initial: Duration,
+
+    /// Cap on any one retry delay.
+    #[arg(long, env = "PBX_RETRY_MAX", default_value = "60s", value_parser = parse_duration)]
+    pub retry_max: Duration,
+
+    /// Multiplier of the retry delay per further attempt (at least 1).
+    #[arg(long, env = "PBX_RETRY_COEFFICIENT", default_value_t = 2.0)]
+    pub retry_coefficient: f64,
+
+    /// AI attempts in all, the first included; then the call is FAILED.
+    #[arg(long, env = "PBX_RETRY_MAX_ATTEMPTS", default_value_t = 5)]
+    pub retry_max_attempts: u32,
+
+    /// Randomisation of retry delays.
+    #[arg(long, env = "PBX_RETRY_JITTER", value_enum, default_value_t = JitterKind::Full)]
+    pub retry_jitter: JitterKind,
+
+    /// Name of this worker on its leases (default: pbx-<pid>-<random>).
+    #[arg(long, env = "PBX_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// On SIGTERM or Ctrl-C: how long in-flight requests and AI attempts may take to
+    /// finish before they are cut off (AI leases are released).
+    #[arg(long, env = "PBX_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "PBX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct InvalidSetting {
+    /// The setting (its flag).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl std::fmt::Display) -> InvalidSetting {
+    InvalidSetting { setting, reason: reason.to_string() }
+}
+
+impl Default for Settings {
+    /// The settings with no flags and no environment: memory store, open, loopback.
+    fn default() -> Self {
+        Self::parse_from_args(["pbx-server"]).unwrap_or_else(|_| unreachable!("the defaults parse"))
+    }
+}
+
+impl Settings {
+    /// Settings from the command line and the `PBX_*` environment, with `DATABASE_URL`
+    /// as the fallback database URL. Exits with usage on bad flags (what binaries want).
+    pub fn load() -> Self {
+        let mut settings = Self::parse();
+        if settings.database_url.is_none() {
+            settings.database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+        }
+        settings
+    }
+
+    /// Settings from these arguments (the first is the program name) and the `PBX_*`
+    /// environment; no `DATABASE_URL` fallback.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+    }
+
+    /// The store to use, with the database URL when it is PostgreSQL.
+    pub fn store_choice(&self) -> Result<Option<&str>, InvalidSetting> {
+        match (self.store, self.database_url.as_deref()) {
+            (StoreKind::Memory, _) | (StoreKind::Auto, None) => Ok(None),
+            (StoreKind::Auto | StoreKind::Postgres, Some(url)) => Ok(Some(url)),
+            (StoreKind::Postgres, None) => Err(invalid("--store", "postgres needs --database-url or DATABASE_URL")),
+        }
+    }
+
+    /// The API keys.
+    pub fn keys(&self) -> ApiKeys {
+        ApiKeys::new(self.api_keys.iter().cloned())
+    }
+
+    /// Refuses to serve an open API on a non-loopback address unless `--allow-open`.
+    pub fn check_exposure(&self) -> Result<(), InvalidSetting> {
+        if self.api_keys.is_empty() && !self.bind.ip().is_loopback() && !self.allow_open {
+            return Err(invalid(
+                "--bind",
+                format!(
+                    "{} is not a loopback address and no API keys are configured; add --api-key ROLE:KEY or pass --allow-open",
+                    self.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The HTTP app's options.
+    pub fn app_options(&self) -> AppOptions {
+        AppOptions { keys: self.keys(), body_limit: self.body_limit, public_url: None }
+    }
+
+    /// The gateway's settings.
+    pub fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            limits: PacketLimits { max_data_bytes: self.max_data_bytes },
+            max_group_batch: self.group_batch,
+            writers: self.writers,
+            max_request_batch: self.max_batch,
+            max_missing_ranges: DEFAULT_MAX_MISSING_RANGES,
+            ..GatewayConfig::default()
+        }
+    }
+
+    /// The simulated AI's settings.
+    pub fn simulated_ai_config(&self) -> SimulatedAiConfig {
+        SimulatedAiConfig {
+            failure_rate: self.ai_failure_rate,
+            latency: self.ai_latency_min..=self.ai_latency_max,
+            seed: self.seed,
+        }
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial_interval: self.retry_initial,
+            backoff_coefficient: self.retry_coefficient,
+            maximum_interval: self.retry_max,
+            maximum_attempts: self.retry_max_attempts,
+            jitter: match self.retry_jitter {
+                JitterKind::Full => Jitter::Full,
+                JitterKind::Equal => Jitter::Equal,
+                JitterKind::None => Jitter::None,
+            },
+        }
+    }
+
+    /// The processor's settings.
+    pub fn processor_config(&self) -> ProcessorConfig {
+        let defaults = ProcessorConfig::default();
+        ProcessorConfig {
+            worker_id: self.worker_id.clone().map(WorkerId::new).unwrap_or(defaults.worker_id),
+            concurrency: self.concurrency,
+            lease: self.lease,
+            heartbeat_interval: self.heartbeat.unwrap_or(self.lease / 3),
+            poll_interval: self.poll_interval,
+            attempt_timeout: self.attempt_timeout,
+            retry: self.retry_policy(),
+            idle_timeout: Some(self.idle_timeout).filter(|t| !t.is_zero()),
+            seed: self.seed,
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 30s, 5m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let s = Settings::parse_from_args(["pbx-server"]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(s.store_choice(), Ok(None));
+        assert_eq!(s.ai_failure_rate, 0.25);
+        assert_eq!(s.simulated_ai_config().latency, Duration::from_secs(1)..=Duration::from_secs(3));
+        assert!(s.processor_config().validate().is_ok());
+        assert!(s.gateway_config().validate().is_ok());
+    }
+
+    #[test]
+    fn api_keys_repeat_and_split_on_commas() {
+        let s = Settings::parse_from_args(["pbx-server", "--api-key", "ingest:a,supervisor:b", "--api-key", "admin:c"])
+            .unwrap();
+        assert_eq!(s.api_keys.len(), 3);
+        assert!(Settings::parse_from_args(["pbx-server", "--api-key", "root:x"]).is_err());
+    }
+
+    #[test]
+    fn refuses_an_open_public_bind() {
+        let open = Settings::parse_from_args(["pbx-server", "--bind", "0.0.0.0:8000"]).unwrap();
+        assert!(open.check_exposure().is_err());
+        let allowed = Settings::parse_from_args(["pbx-server", "--bind", "0.0.0.0:8000", "--allow-open"]).unwrap();
+        assert!(allowed.check_exposure().is_ok());
+        let keyed =
+            Settings::parse_from_args(["pbx-server", "--bind", "0.0.0.0:8000", "--api-key", "admin:k"]).unwrap();
+        assert!(keyed.check_exposure().is_ok());
+        let loopback = Settings::parse_from_args(["pbx-server", "--bind", "[::1]:0"]).unwrap();
+        assert!(loopback.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn postgres_needs_a_url_and_idle_zero_disables() {
+        let s = Settings::parse_from_args(["pbx-server", "--store", "postgres", "--idle-timeout", "0"]).unwrap();
+        assert!(s.store_choice().is_err());
+        assert_eq!(s.processor_config().idle_timeout, None);
+        let s = Settings::parse_from_args(["pbx-server", "--database-url", "postgres://x/y"]).unwrap();
+        assert_eq!(s.store_choice(), Ok(Some("postgres://x/y")));
+    }
+}

@@ -1,1 +1,494 @@
-//! The embedded, in-memory CallStore for pbx.
+//! # pbx-store-memory
+//!
+//! [`MemoryCallStore`]: the embedded, in-memory [`CallStore`] for pbx, and its default.
+//! It keeps everything in the process: fast, and gone when the process ends. Use
+//! `pbx-store-postgres` when calls must survive a restart.
+//!
+//! Calls on different ids never contend on the ingest path: the call map is behind a
+//! read-write lock taken for writing only to insert a new call, and each call has its
+//! own mutex, held only for the few microseconds of an in-memory update (never across
+//! an `.await`). It passes the whole conformance suite of `pbx_core::testkit`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pbx_core::prelude::*;
+//! use pbx_store_memory::MemoryCallStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let gateway = Gateway::new(Arc::new(MemoryCallStore::new()), GatewayConfig::default())?;
+//! let call = CallId::new("call-1")?;
+//! gateway.ingest(call.clone(), Packet::new(1, "audio_chunk_1", 123.45)?).await?;
+//! assert_eq!(gateway.call(&call).await?.ordering.counters.received, 1);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pbx_core::ai::AiResult;
+use pbx_core::id::{CallId, WorkerId};
+use pbx_core::ordering::{OrderingCounters, OrderingReport, missing_ranges};
+use pbx_core::packet::{NewPacket, StoredPacket};
+use pbx_core::state::{CallState, Transition, Trigger, transition};
+use pbx_core::store::{
+    Appended, AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, CallSummary, Claim, Lease, ListQuery,
+    MAX_LIST_LIMIT, PacketOutcome, PacketRejection, StoreError,
+};
+
+/// The in-memory [`CallStore`]. See the crate docs.
+#[derive(Debug, Default)]
+pub struct MemoryCallStore {
+    calls: RwLock<HashMap<CallId, Arc<Mutex<Call>>>>,
+}
+
+/// One call and its packets.
+#[derive(Debug)]
+struct Call {
+    id: CallId,
+    state: CallState,
+    counters: OrderingCounters,
+    packets: BTreeMap<u64, StoredPacket>,
+    attempts: u32,
+    failures: u32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    lease: Option<Lease>,
+    last_error: Option<String>,
+    result: Option<AiResult>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_packet_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+fn lock(call: &Mutex<Call>) -> MutexGuard<'_, Call> {
+    // Nothing panics while holding a call's lock; if something ever did, the call's
+    // data is still whole (every update is a few assignments), so carry on.
+    call.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Call {
+    fn new(id: CallId, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            state: CallState::InProgress,
+            counters: OrderingCounters::default(),
+            packets: BTreeMap::new(),
+            attempts: 0,
+            failures: 0,
+            next_attempt_at: None,
+            lease: None,
+            last_error: None,
+            result: None,
+            created_at: now,
+            updated_at: now,
+            last_packet_at: now,
+            completed_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn apply(&self, trigger: Trigger) -> Result<Transition, StoreError> {
+        transition(self.state, trigger)
+            .map_err(|source| StoreError::InvalidTransition { call_id: self.id.clone(), source })
+    }
+
+    fn append(&mut self, new: &NewPacket, now: DateTime<Utc>) -> PacketOutcome {
+        if !self.state.accepts_packets() {
+            return Err(PacketRejection::CallClosed { call_id: self.id.clone(), state: self.state });
+        }
+        let sequence = new.packet.sequence();
+        let stored = self.packets.get(&sequence);
+        if let Some(stored) = stored
+            && stored.data != new.packet.data()
+        {
+            return Err(PacketRejection::Conflict { call_id: self.id.clone(), sequence });
+        }
+        let order = self.counters.observe(sequence, stored.is_some());
+        if stored.is_none() {
+            let packet = StoredPacket {
+                sequence,
+                data: new.packet.data().to_owned(),
+                timestamp: new.packet.timestamp(),
+                received_at: now,
+            };
+            self.packets.insert(sequence, packet);
+            self.last_packet_at = now;
+        }
+        self.updated_at = now;
+        Ok(Appended { order, created_call: false })
+    }
+
+    fn hang_up(&mut self, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        let t = self.apply(Trigger::HangUp)?;
+        if t.applied {
+            self.state = t.to;
+            self.completed_at = Some(now);
+            self.next_attempt_at = Some(now);
+            self.updated_at = now;
+        }
+        Ok(t)
+    }
+
+    /// When the call's AI work falls due, if it is pending at all.
+    fn due_at(&self) -> Option<DateTime<Utc>> {
+        match (self.state, &self.lease) {
+            (CallState::ProcessingAi, Some(lease)) => Some(lease.expires_at),
+            (CallState::Completed | CallState::ProcessingAi, None) => self.next_attempt_at,
+            _ => None,
+        }
+    }
+
+    /// The lease check every fenced write makes.
+    fn fence(&self, attempt: &AttemptRef) -> Result<(), StoreError> {
+        if self.state == CallState::ProcessingAi && self.lease.is_some() && self.attempts == attempt.attempt {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced { call_id: self.id.clone(), attempt: attempt.attempt })
+        }
+    }
+
+    fn snapshot(&self, max_missing_ranges: usize) -> CallSnapshot {
+        let (missing, truncated) = if self.counters.missing() == 0 {
+            (Vec::new(), false)
+        } else {
+            missing_ranges(self.packets.keys().copied(), max_missing_ranges)
+        };
+        CallSnapshot {
+            call_id: self.id.clone(),
+            state: self.state,
+            ordering: OrderingReport {
+                counters: self.counters,
+                missing_ranges: missing,
+                missing_ranges_truncated: truncated,
+            },
+            attempts: self.attempts,
+            failures: self.failures,
+            next_attempt_at: self.next_attempt_at,
+            lease: self.lease.clone(),
+            last_error: self.last_error.clone(),
+            result: self.result.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_packet_at: self.last_packet_at,
+            completed_at: self.completed_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+impl MemoryCallStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls held.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// `true` when the store holds no call.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<CallId, Arc<Mutex<Call>>>> {
+        self.calls.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn call(&self, call_id: &CallId) -> Result<Arc<Mutex<Call>>, StoreError> {
+        self.read().get(call_id).cloned().ok_or_else(|| StoreError::NotFound { call_id: call_id.clone() })
+    }
+
+    /// The call, created IN_PROGRESS if new; `true` when this call created it.
+    fn call_or_create(&self, call_id: &CallId, now: DateTime<Utc>) -> (Arc<Mutex<Call>>, bool) {
+        if let Some(call) = self.read().get(call_id) {
+            return (call.clone(), false);
+        }
+        let mut calls = self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut created = false;
+        let call = calls
+            .entry(call_id.clone())
+            .or_insert_with(|| {
+                created = true;
+                Arc::new(Mutex::new(Call::new(call_id.clone(), now)))
+            })
+            .clone();
+        (call, created)
+    }
+
+    /// Every call, for scans (listing, claiming, idle sweeps).
+    fn all(&self) -> Vec<Arc<Mutex<Call>>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Runs a fenced write on an attempt's call.
+    fn fenced<T>(&self, attempt: &AttemptRef, write: impl FnOnce(&mut Call) -> T) -> Result<T, StoreError> {
+        let call = self.call(&attempt.call_id)?;
+        let mut call = lock(&call);
+        call.fence(attempt)?;
+        Ok(write(&mut call))
+    }
+}
+
+#[async_trait]
+impl CallStore for MemoryCallStore {
+    async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
+        // Group by call, keeping input order within each call, so each call is locked
+        // once per batch.
+        let mut by_call: Vec<(&CallId, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<&CallId, usize> = HashMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            let slot = *index.entry(&p.call_id).or_insert_with(|| {
+                by_call.push((&p.call_id, Vec::new()));
+                by_call.len() - 1
+            });
+            by_call[slot].1.push(i);
+        }
+        let mut outcomes: Vec<Option<PacketOutcome>> = vec![None; batch.len()];
+        for (call_id, positions) in by_call {
+            let (call, mut created) = self.call_or_create(call_id, now);
+            let mut call = lock(&call);
+            for i in positions {
+                let mut outcome = call.append(&batch[i], now);
+                if let Ok(appended) = &mut outcome {
+                    appended.created_call = std::mem::take(&mut created);
+                }
+                outcomes[i] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::backend("internal error: a packet was left unanswered")))
+            .collect()
+    }
+
+    async fn complete(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        let call = self.call(call_id)?;
+        let mut call = lock(&call);
+        call.hang_up(now)
+    }
+
+    async fn get(&self, call_id: &CallId, max_missing_ranges: usize) -> Result<CallSnapshot, StoreError> {
+        let call = self.call(call_id)?;
+        let call = lock(&call);
+        Ok(call.snapshot(max_missing_ranges))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<CallPage, StoreError> {
+        if query.limit == 0 || query.limit > MAX_LIST_LIMIT {
+            return Err(StoreError::InvalidArgument(format!(
+                "limit must be 1..={MAX_LIST_LIMIT}, got {}",
+                query.limit
+            )));
+        }
+        let mut candidates: Vec<(CallId, Arc<Mutex<Call>>)> = self
+            .read()
+            .iter()
+            .filter(|(id, _)| query.after.as_ref().is_none_or(|after| *id > after))
+            .map(|(id, call)| (id.clone(), call.clone()))
+            .collect();
+        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut calls = Vec::with_capacity(query.limit.min(candidates.len()));
+        for (_, call) in candidates {
+            let call = lock(&call);
+            if query.state.is_some_and(|s| s != call.state) {
+                continue;
+            }
+            calls.push(CallSummary {
+                call_id: call.id.clone(),
+                state: call.state,
+                counters: call.counters,
+                attempts: call.attempts,
+                updated_at: call.updated_at,
+            });
+            if calls.len() == query.limit {
+                break;
+            }
+        }
+        let next = if calls.len() == query.limit { calls.last().map(|c| c.call_id.clone()) } else { None };
+        Ok(CallPage { calls, next })
+    }
+
+    async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
+        let call = self.call(call_id)?;
+        let call = lock(&call);
+        Ok(call.packets.values().cloned().collect())
+    }
+
+    async fn claim(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut due: Vec<(DateTime<Utc>, CallId, Arc<Mutex<Call>>)> = self
+            .all()
+            .into_iter()
+            .filter_map(|call| {
+                let c = lock(&call);
+                let at = c.due_at().filter(|at| *at <= now)?;
+                let id = c.id.clone();
+                drop(c);
+                Some((at, id, call))
+            })
+            .collect();
+        due.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut claims = Vec::new();
+        for (_, _, call) in due {
+            if claims.len() == limit {
+                break;
+            }
+            let mut call = lock(&call);
+            // Someone may have claimed it since the scan: check again under the lock.
+            if call.due_at().is_none_or(|at| at > now) {
+                continue;
+            }
+            let rescued = call.state == CallState::ProcessingAi && call.lease.is_some();
+            let t = call.apply(Trigger::Claim)?;
+            let expires_at = lease_until(now, lease);
+            call.state = t.to;
+            call.attempts = call.attempts.saturating_add(1);
+            call.lease = Some(Lease { owner: worker.clone(), expires_at });
+            call.updated_at = now;
+            claims.push(Claim {
+                call_id: call.id.clone(),
+                attempt: call.attempts,
+                failures: call.failures,
+                lease_expires_at: expires_at,
+                rescued,
+            });
+        }
+        Ok(claims)
+    }
+
+    async fn heartbeat(
+        &self,
+        attempt: &AttemptRef,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        self.fenced(attempt, |call| {
+            let expires_at = lease_until(now, lease);
+            if let Some(l) = call.lease.as_mut() {
+                l.expires_at = expires_at;
+            }
+            call.updated_at = now;
+            expires_at
+        })
+    }
+
+    async fn record_success(
+        &self,
+        attempt: &AttemptRef,
+        result: &AiResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let call = self.call(&attempt.call_id)?;
+        let mut call = lock(&call);
+        call.fence(attempt)?;
+        let t = call.apply(Trigger::Succeed)?;
+        call.state = t.to;
+        call.result = Some(result.clone());
+        call.lease = None;
+        call.next_attempt_at = None;
+        call.finished_at = Some(now);
+        call.updated_at = now;
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        attempt: &AttemptRef,
+        failure: &AttemptFailure,
+        now: DateTime<Utc>,
+    ) -> Result<CallState, StoreError> {
+        let call = self.call(&attempt.call_id)?;
+        let mut call = lock(&call);
+        call.fence(attempt)?;
+        let t = call.apply(if failure.retry_at.is_some() { Trigger::RetryLater } else { Trigger::GiveUp })?;
+        call.state = t.to;
+        call.failures = call.failures.saturating_add(1);
+        call.last_error = Some(failure.error.clone());
+        call.lease = None;
+        call.next_attempt_at = failure.retry_at;
+        if failure.retry_at.is_none() {
+            call.finished_at = Some(now);
+        }
+        call.updated_at = now;
+        Ok(call.state)
+    }
+
+    async fn release(&self, attempt: &AttemptRef, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.fenced(attempt, |call| {
+            call.lease = None;
+            call.next_attempt_at = Some(now);
+            call.updated_at = now;
+        })
+    }
+
+    async fn complete_idle(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CallId>, StoreError> {
+        let mut idle: Vec<(DateTime<Utc>, CallId, Arc<Mutex<Call>>)> = self
+            .all()
+            .into_iter()
+            .filter_map(|call| {
+                let c = lock(&call);
+                let found = (c.state == CallState::InProgress && c.last_packet_at < idle_since)
+                    .then(|| (c.last_packet_at, c.id.clone()));
+                drop(c);
+                found.map(|(at, id)| (at, id, call))
+            })
+            .collect();
+        idle.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut done = Vec::new();
+        for (_, id, call) in idle {
+            if done.len() == limit {
+                break;
+            }
+            let mut call = lock(&call);
+            // A packet may have arrived since the scan.
+            if call.state == CallState::InProgress && call.last_packet_at < idle_since && call.hang_up(now)?.applied {
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    async fn redrive(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        let call = self.call(call_id)?;
+        let mut call = lock(&call);
+        let t = call.apply(Trigger::Redrive)?;
+        call.state = t.to;
+        call.failures = 0;
+        call.next_attempt_at = Some(now);
+        call.lease = None;
+        call.finished_at = None;
+        call.updated_at = now;
+        Ok(t)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.all().iter().filter_map(|call| lock(call).due_at()).min())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -35,7 +35,7 @@ use crate::store::{CallSnapshot, CallStore, PacketRejection};
 #[macro_export]
 macro_rules! gateway_conformance {
     (#[$meta:meta] setup($($arg:ident : $ty:ty),* $(,)?) => $make:expr $(,)?) => {
-        $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) $make;
+        $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) ($make);
             group_commit_answers_every_caller,
             ingest_publishes_events,
             batch_limits_refuse_everything,
@@ -53,10 +53,10 @@ macro_rules! gateway_conformance {
             shutdown_lets_running_attempts_finish,
         );
     };
-    (@cases #[$meta:meta] ($($arg:ident : $ty:ty),*) $make:expr; $($case:ident),* $(,)?) => {
+    (@cases #[$meta:meta] $args:tt $make:tt; $($case:ident),* $(,)?) => {
         $(
             #[$meta]
-            async fn $case($($arg : $ty),*) {
+            async fn $case $args {
                 let store: ::std::sync::Arc<dyn $crate::store::CallStore> = ::std::sync::Arc::new($make);
                 $crate::testkit::gateway::$case(store).await
             }

@@ -1,0 +1,8 @@
+//! The memory store against the backend suites of `pbx_core::testkit`.
+
+use pbx_store_memory::MemoryCallStore;
+
+mod gateway {
+    use super::*;
+    pbx_core::gateway_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] setup() => MemoryCallStore::default());
+}

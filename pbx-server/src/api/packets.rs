@@ -21,7 +21,7 @@ impl PacketsApi {
     async fn ingest_one(&self, auth: &Auth, call_id: String, body: PacketIn) -> Result<Json<PacketAck>, ApiError> {
         self.ctx.keys.authorize(auth, Role::Ingest)?;
         let call_id = CallId::new(call_id)?;
-        let packet = Packet::new(body.sequence, body.data, body.timestamp)?;
+        let packet = Packet::new(body.sequence, body.data.0, body.timestamp)?;
         let appended = self.ctx.gateway.ingest(call_id, packet).await?;
         Ok(Json(appended.into()))
     }
@@ -83,7 +83,7 @@ impl PacketsApi {
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                Packet::new(p.sequence, p.data, p.timestamp)
+                Packet::new(p.sequence, p.data.0, p.timestamp)
                     .map(|packet| NewPacket::new(call_id.clone(), packet))
                     .map_err(|e| ApiError::bad_request("invalid_packet", format!("packet {i}: {e}")))
             })

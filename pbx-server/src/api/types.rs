@@ -18,14 +18,56 @@ pub struct PacketIn {
     /// The packet's sequence number within its call: 1 to 9223372036854775807.
     pub sequence: i64,
     /// The opaque payload (usually base64 audio); at most the configured size.
-    pub data: String,
+    pub data: StrictString,
     /// The sender's timestamp in seconds: finite and not negative.
     pub timestamp: f64,
 }
 
 impl poem_openapi::types::Example for PacketIn {
     fn example() -> Self {
-        Self { sequence: 1, data: "audio_chunk_1".into(), timestamp: 123.45 }
+        Self { sequence: 1, data: StrictString("audio_chunk_1".into()), timestamp: 123.45 }
+    }
+}
+
+/// A JSON string that must be a string: unlike poem-openapi's `String`, a number or a
+/// boolean is refused rather than turned into text (a mistyped field is a 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrictString(pub String);
+
+impl poem_openapi::types::Type for StrictString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(poem_openapi::registry::MetaSchema::new("string")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for StrictString {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(s)) => Ok(Self(s)),
+            other => Err(poem_openapi::types::ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl poem_openapi::types::ToJSON for StrictString {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
     }
 }
 

@@ -1,0 +1,13 @@
+//! Integration tests of pbx-server: HTTP-level tests on the memory store through
+//! `poem::test::TestClient`, the AI path with a scripted AI, and end-to-end tests of the
+//! real binary against PostgreSQL.
+
+mod ai;
+mod auth;
+mod concurrency;
+mod contract;
+mod events;
+mod helpers;
+mod malformed;
+mod postgres;
+mod unavailable;

@@ -1,0 +1,201 @@
+//! End to end: the real `pbx-server` binary against PostgreSQL (DATABASE_URL), one fresh
+//! database per test. Waiting is done on the server's own event feed, never by sleeping.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use pbx_core::ai::SimulatedAi;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The server every PostgreSQL test needs; fails loudly when DATABASE_URL is unset.
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect("DATABASE_URL must point at a PostgreSQL server for these tests")
+}
+
+/// Creates a fresh database and returns its URL.
+async fn fresh_database() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = database_url();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let name = format!("pbx_server_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let (prefix, rest) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
+    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{prefix}/{name}{query}")
+}
+
+/// A running `pbx-server` process.
+struct Spawned {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Spawned {
+    async fn start(database_url: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-server"))
+            .args(["--bind", "127.0.0.1:0", "--log-format", "json", "--database-url", database_url])
+            .args(["--ai-failure-rate", "0", "--poll-interval", "200ms", "--idle-timeout", "0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("PBX_API_KEYS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pbx-server");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next_line().await.unwrap().expect("pbx-server exited before listening");
+            let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
+            if let Some(addr) = log["addr"].as_str() {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url: format!("http://{addr}"), http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().await.expect("request");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    /// Opens the event feed of `call`.
+    async fn events(&self, call: &str) -> EventFeed {
+        let resp = self.http.get(format!("{}/v1/events?call_id={call}", self.url)).send().await.expect("events");
+        assert!(resp.status().is_success());
+        EventFeed { resp, buffer: String::new() }
+    }
+}
+
+/// A Server-Sent Events reader.
+struct EventFeed {
+    resp: reqwest::Response,
+    buffer: String,
+}
+
+impl EventFeed {
+    /// Reads events until one is a state change to `state`.
+    async fn wait_for_state(&mut self, state: &str) {
+        let wait = async {
+            loop {
+                while let Some(end) = self.buffer.find('\n') {
+                    let line: String = self.buffer.drain(..=end).collect();
+                    if let Some(data) = line.trim_end().strip_prefix("data:") {
+                        let event: Value = serde_json::from_str(data.trim()).expect("event JSON");
+                        if event["type"] == "state_changed" && event["to"] == state {
+                            return;
+                        }
+                    }
+                }
+                let chunk = self.resp.chunk().await.expect("feed").expect("feed ended");
+                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {state} on the feed"));
+    }
+}
+
+fn packet(seq: u64) -> Value {
+    json!({"sequence": seq, "data": format!("audio_chunk_{seq}"), "timestamp": 123.45 + seq as f64})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_hang_up_and_archive_on_postgres() {
+    let db = fresh_database().await;
+    let server = Spawned::start(&db, &["--ai-latency-min", "0s", "--ai-latency-max", "0s"]).await;
+
+    assert_eq!(
+        server.post("/ingest/pg-1", Some(packet(1))).await,
+        (200, json!({"status": "accepted", "order": "in_order", "created_call": true}))
+    );
+    assert_eq!(server.post("/ingest/pg-1", Some(packet(1))).await.1["status"], "duplicate");
+    assert_eq!(server.post("/ingest/pg-1", Some(packet(3))).await.1["order"], "gap");
+    let batch = json!([packet(2), packet(4)]);
+    assert_eq!(server.post("/v1/calls/pg-1/packets/batch", Some(batch)).await.1["accepted"], 2);
+
+    let mut feed = server.events("pg-1").await;
+    assert_eq!(server.post("/v1/calls/pg-1/complete", None).await.0, 200);
+    feed.wait_for_state("ARCHIVED").await;
+
+    let view = server.get("/v1/calls/pg-1").await;
+    assert_eq!(view["state"], "ARCHIVED");
+    assert_eq!(view["ordering"]["received"], 4);
+    assert_eq!(view["ordering"]["duplicates"], 1);
+    assert_eq!(view["ordering"]["out_of_order"], 1);
+    let data: Vec<String> = (1..=4).map(|s| format!("audio_chunk_{s}")).collect();
+    assert_eq!(view["transcript"], SimulatedAi::expected_transcript(data.iter().map(String::as_str)).as_str());
+    assert_eq!(server.post("/ingest/pg-1", Some(packet(5))).await.0, 409);
+    assert_eq!(server.get("/readyz").await["status"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_mid_processing_resumes_from_postgres() {
+    let db = fresh_database().await;
+    // The first instance's AI takes ten minutes; its lease is short.
+    let mut first = Spawned::start(
+        &db,
+        &["--ai-latency-min", "600s", "--ai-latency-max", "600s", "--lease", "1s", "--heartbeat", "250ms"],
+    )
+    .await;
+    for seq in 1..=3 {
+        assert_eq!(first.post("/ingest/crash-1", Some(packet(seq))).await.0, 200);
+    }
+    let mut feed = first.events("crash-1").await;
+    assert_eq!(first.post("/v1/calls/crash-1/complete", None).await.0, 200);
+    feed.wait_for_state("PROCESSING_AI").await;
+    let claimed = first.get("/v1/calls/crash-1").await;
+    assert_eq!(claimed["attempts"], 1);
+
+    // Crash: SIGKILL, nothing released.
+    first.child.kill().await.expect("kill");
+
+    let second = Spawned::start(
+        &db,
+        &["--ai-latency-min", "0s", "--ai-latency-max", "0s", "--lease", "1s", "--heartbeat", "250ms"],
+    )
+    .await;
+    let mut feed = second.events("crash-1").await;
+    if second.get("/v1/calls/crash-1").await["state"] != "ARCHIVED" {
+        feed.wait_for_state("ARCHIVED").await;
+    }
+    let view = second.get("/v1/calls/crash-1").await;
+    assert_eq!(view["state"], "ARCHIVED");
+    assert_eq!(view["attempts"], 2, "the second instance rescued the expired lease");
+    assert_eq!(view["failures"], 0, "a rescue is not a failure");
+    let data: Vec<String> = (1..=3).map(|s| format!("audio_chunk_{s}")).collect();
+    assert_eq!(view["transcript"], SimulatedAi::expected_transcript(data.iter().map(String::as_str)).as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_down_gracefully() {
+    let db = fresh_database().await;
+    let mut server = Spawned::start(&db, &[]).await;
+    assert_eq!(server.post("/ingest/term-1", Some(packet(1))).await.0, 200);
+    let pid = server.child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), server.child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "exit status {status}");
+}

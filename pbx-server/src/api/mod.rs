@@ -98,7 +98,7 @@ pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
 }
 
 /// Refuses request bodies over `limit` bytes with a 413, whether or not they announce
-/// their length.
+/// their length, and reads POST bodies without a JSON content type as JSON.
 #[derive(Debug, Clone, Copy)]
 struct BodyLimit {
     limit: usize,
@@ -135,6 +135,15 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             .get(poem::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        // Bodies are JSON whatever the client says: `curl -d` without a content type
+        // sends `application/x-www-form-urlencoded`.
+        let content_type = req.headers().get(poem::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if req.method() == Method::POST
+            && content_type.is_none_or(|t| t.starts_with("application/x-www-form-urlencoded"))
+        {
+            req.headers_mut()
+                .insert(poem::http::header::CONTENT_TYPE, poem::http::HeaderValue::from_static("application/json"));
+        }
         match announced {
             Some(len) if len > self.limit as u64 => return Err(too_large(self.limit)),
             Some(_) => {}

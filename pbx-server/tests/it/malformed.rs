@@ -142,6 +142,14 @@ async fn wrong_method_and_media_type_get_json_errors() {
     let app = TestApp::new();
     let reply = app.request(Method::DELETE, "/ingest/c1", None, None).await;
     assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    // No content type, or curl's default form type, is read as JSON.
+    for content_type in [None, Some("application/x-www-form-urlencoded")] {
+        let mut req = app.client.post("/ingest/c1").body(packet(1, "x"));
+        if let Some(t) = content_type {
+            req = req.content_type(t);
+        }
+        assert_eq!(req.send().await.0.status(), StatusCode::OK);
+    }
     let resp = app.client.post("/ingest/c1").content_type("text/plain").body(packet(1, "x")).send().await;
     assert_eq!(resp.0.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let text = resp.0.into_body().into_string().await.unwrap();

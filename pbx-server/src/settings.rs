@@ -50,7 +50,7 @@ pub enum JitterKind {
 /// Every setting is a flag and a `PBX_*` environment variable (flags win). Durations
 /// take a unit: `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "pbx-server", version, about, long_about = None)]
+#[command(name = "pbx-server", version)]
 pub struct Settings {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "PBX_BIND", default_value = "127.0.0.1:8000")]
@@ -59,7 +59,13 @@ pub struct Settings {
     /// API key as ROLE:KEY, ROLE one of ingest, supervisor, admin (admin may do
     /// everything). Repeat the flag, or separate keys with commas in PBX_API_KEYS.
     /// Clients send `Authorization: Bearer KEY`. Without keys the API is open.
-    #[arg(long = "api-key", env = "PBX_API_KEYS", value_delimiter = ',', value_name = "ROLE:KEY")]
+    #[arg(
+        long = "api-key",
+        env = "PBX_API_KEYS",
+        value_delimiter = ',',
+        value_name = "ROLE:KEY",
+        hide_env_values = true
+    )]
     pub api_keys: Vec<ApiKey>,
 
     /// Serve without API keys on a non-loopback address (refused otherwise).
@@ -68,7 +74,7 @@ pub struct Settings {
 
     /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/pbx. DATABASE_URL is read
     /// when this is not set.
-    #[arg(long, env = "PBX_DATABASE_URL")]
+    #[arg(long, env = "PBX_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Where calls are stored.

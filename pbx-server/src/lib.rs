@@ -19,6 +19,7 @@ use pbx_core::ai::{AiClient, SimulatedAi};
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
 use pbx_core::store::{CallStore, StoreError};
 use pbx_store_memory::MemoryCallStore;
+use pbx_store_postgres::PgCallStore;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::watch;
 
@@ -73,7 +74,12 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, Serve
             tracing::info!("store: memory (calls are lost on exit)");
             Ok(Arc::new(MemoryCallStore::new()))
         }
-        Some(_url) => Err(ServerError::Config("the PostgreSQL store is not available in this build yet".into())),
+        Some(url) => {
+            let store = PgCallStore::connect(url).await?;
+            store.migrate().await?;
+            tracing::info!("store: PostgreSQL, migrations applied");
+            Ok(Arc::new(store))
+        }
     }
 }
 

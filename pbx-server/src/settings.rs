@@ -194,13 +194,6 @@ fn invalid(setting: &'static str, reason: impl std::fmt::Display) -> InvalidSett
     InvalidSetting { setting, reason: reason.to_string() }
 }
 
-impl Default for Settings {
-    /// The settings with no flags and no environment: memory store, open, loopback.
-    fn default() -> Self {
-        Self::parse_from_args(["pbx-server"]).unwrap_or_else(|_| unreachable!("the defaults parse"))
-    }
-}
-
 impl Settings {
     /// Settings from the command line and the `PBX_*` environment, with `DATABASE_URL`
     /// as the fallback database URL. Exits with usage on bad flags (what binaries want).

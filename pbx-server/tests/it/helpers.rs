@@ -65,6 +65,7 @@ impl TestApp {
     }
 
     fn with(store: Arc<dyn CallStore>, options: AppOptions, config: GatewayConfig) -> Self {
+        init_test_log();
         let gateway = Gateway::new(store, config).expect("gateway");
         let client = TestClient::new(build_app(gateway.clone(), options));
         Self { client, gateway, processor: None }
@@ -121,6 +122,14 @@ impl TestApp {
         let reply = self.get(&format!("/v1/calls/{call}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         reply.json()
+    }
+}
+
+/// Prints the server's logs when `TEST_LOG` is set (once per test binary).
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_some() {
+        ONCE.call_once(|| pbx_server::init_tracing(pbx_server::LogFormat::Text));
     }
 }
 

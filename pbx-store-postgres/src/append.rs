@@ -1,0 +1,283 @@
+//! The batch append: the hot path, one transaction and a fixed handful of statements
+//! per batch whatever its size.
+//!
+//! 1. `BEGIN`.
+//! 2. One statement creates the calls that do not exist yet (`INSERT .. SELECT FROM
+//!    unnest(..) ON CONFLICT DO NOTHING`, in id order) and locks the others with
+//!    `SELECT .. ORDER BY call_id FOR UPDATE`, returning every call's state and counters.
+//!    Rows this transaction inserted are invisible to everyone else until it commits, so
+//!    they need no lock; every batch inserts and locks in the same (byte) order of ids,
+//!    so two batches sharing calls never deadlock.
+//! 3. Only if some packet's sequence is at or below its call's highest stored sequence
+//!    (a retransmission or a late packet), one `unnest` query reads back the stored data
+//!    of those sequences. A stream arriving in order skips this step.
+//! 4. Packets are classified in Rust, in input order, with the locked counters
+//!    ([`OrderingCounters::observe`]), so a duplicate within the batch is a duplicate (or a
+//!    conflict) of the earlier packet of the batch.
+//! 5. One statement inserts the new packets (`INSERT .. SELECT FROM unnest(..)`) and
+//!    updates the counters of every touched call (`UPDATE .. FROM unnest(..)`).
+//! 6. `COMMIT`.
+//!
+//! So a batch costs 4 round trips (5 when it holds retransmitted or late packets).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use pbx_core::ordering::OrderingCounters;
+use pbx_core::packet::NewPacket;
+use pbx_core::state::CallState;
+use pbx_core::store::{Appended, PacketOutcome, PacketRejection, StoreError};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::{CorruptRow, store_error};
+use crate::rows;
+
+/// How often a batch is retried when a call was created by a concurrent batch that
+/// committed after this batch's lock statement started (step 2 cannot see it then).
+const MAX_ATTEMPTS: usize = 4;
+
+const CREATE_AND_LOCK: &str = r#"
+WITH created AS (
+    INSERT INTO calls (call_id, created_at, updated_at, last_packet_at)
+    SELECT id, $2, $2, $2 FROM unnest($1::text[]) AS t(id)
+    ORDER BY id COLLATE "C"
+    ON CONFLICT (call_id) DO NOTHING
+    RETURNING call_id
+), locked AS (
+    SELECT call_id, state, received, highest_sequence, duplicates, out_of_order
+    FROM calls
+    WHERE call_id = ANY($1::text[])
+    ORDER BY call_id
+    FOR UPDATE
+)
+SELECT call_id, true AS created, 'IN_PROGRESS'::text AS state, 0::bigint AS received,
+       0::bigint AS highest_sequence, 0::bigint AS duplicates, 0::bigint AS out_of_order
+FROM created
+UNION ALL
+SELECT call_id, false, state, received, highest_sequence, duplicates, out_of_order
+FROM locked
+"#;
+
+const READ_STORED: &str = r#"
+SELECT p.call_id, p.sequence, p.data
+FROM unnest($1::text[], $2::bigint[]) AS t(call_id, sequence)
+JOIN packets p ON p.call_id = t.call_id AND p.sequence = t.sequence
+"#;
+
+const WRITE: &str = r#"
+WITH inserted AS (
+    INSERT INTO packets (call_id, sequence, data, sender_timestamp, received_at)
+    SELECT call_id, sequence, data, sender_timestamp, $5
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::float8[])
+         AS t(call_id, sequence, data, sender_timestamp)
+)
+UPDATE calls AS c
+SET received = u.received,
+    highest_sequence = u.highest_sequence,
+    duplicates = u.duplicates,
+    out_of_order = u.out_of_order,
+    updated_at = $5,
+    last_packet_at = CASE WHEN u.stored THEN $5 ELSE c.last_packet_at END
+FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])
+     AS u(call_id, received, highest_sequence, duplicates, out_of_order, stored)
+WHERE c.call_id = u.call_id
+"#;
+
+#[derive(sqlx::FromRow)]
+struct LockedRow {
+    call_id: String,
+    created: bool,
+    state: String,
+    received: i64,
+    highest_sequence: i64,
+    duplicates: i64,
+    out_of_order: i64,
+}
+
+/// A call of the batch, as locked.
+struct LockedCall {
+    state: CallState,
+    counters: OrderingCounters,
+    /// This batch created the call.
+    created: bool,
+    /// `created_call` was already answered for one of its packets.
+    announced: bool,
+    /// Some packet of the batch was accepted (stored or duplicate): counters change.
+    touched: bool,
+    /// Some packet of the batch was stored: `last_packet_at` moves.
+    stored: bool,
+}
+
+/// Appends a batch; see the module docs.
+pub(crate) async fn append(
+    pool: &PgPool,
+    batch: &[NewPacket],
+    now: DateTime<Utc>,
+) -> Result<Vec<PacketOutcome>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The distinct ids, in byte order: the order every batch creates and locks in.
+    let mut ids: Vec<&str> = batch.iter().map(|p| p.call_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+
+    for _ in 0..MAX_ATTEMPTS {
+        let mut tx = pool.begin().await.map_err(store_error)?;
+        let Some(calls) = lock_calls(&mut tx, &ids, now).await? else {
+            // A call appeared after the statement's snapshot: start over with a fresh
+            // one rather than lock it out of order.
+            tx.rollback().await.map_err(store_error)?;
+            continue;
+        };
+        let outcomes = apply(&mut tx, batch, calls, now).await?;
+        tx.commit().await.map_err(store_error)?;
+        return Ok(outcomes);
+    }
+    Err(StoreError::backend(format!(
+        "calls of the batch kept appearing concurrently; gave up after {MAX_ATTEMPTS} attempts"
+    )))
+}
+
+/// Step 2: creates and locks the batch's calls. `None` when a call was committed by
+/// another transaction after this statement's snapshot (neither created nor locked).
+async fn lock_calls<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    ids: &[&'a str],
+    now: DateTime<Utc>,
+) -> Result<Option<HashMap<&'a str, LockedCall>>, StoreError> {
+    let rows: Vec<LockedRow> =
+        sqlx::query_as(CREATE_AND_LOCK).bind(ids).bind(now).fetch_all(&mut **tx).await.map_err(store_error)?;
+    let mut by_id: HashMap<String, LockedRow> = rows.into_iter().map(|r| (r.call_id.clone(), r)).collect();
+    let mut calls = HashMap::with_capacity(ids.len());
+    for id in ids {
+        let Some(row) = by_id.remove(*id) else { return Ok(None) };
+        let state = rows::state(id, &row.state)?;
+        let counters = rows::counters(id, row.received, row.highest_sequence, row.duplicates, row.out_of_order)?;
+        calls.insert(
+            *id,
+            LockedCall { state, counters, created: row.created, announced: false, touched: false, stored: false },
+        );
+    }
+    Ok(Some(calls))
+}
+
+/// Steps 3 to 5: classify in input order and write.
+async fn apply(
+    tx: &mut Transaction<'static, Postgres>,
+    batch: &[NewPacket],
+    mut calls: HashMap<&str, LockedCall>,
+    now: DateTime<Utc>,
+) -> Result<Vec<PacketOutcome>, StoreError> {
+    let stored = read_stored(tx, batch, &calls).await?;
+
+    // The data of the packets this batch stores, for duplicates within the batch.
+    let mut batch_data: HashMap<(&str, u64), &str> = HashMap::new();
+    let mut new_ids: Vec<&str> = Vec::new();
+    let mut new_seqs: Vec<i64> = Vec::new();
+    let mut new_data: Vec<&str> = Vec::new();
+    let mut new_ts: Vec<f64> = Vec::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+
+    for p in batch {
+        let id = p.call_id.as_str();
+        let call = calls.get_mut(id).ok_or_else(|| CorruptRow::error(id, "call of the batch was not locked"))?;
+        if !call.state.accepts_packets() {
+            outcomes.push(Err(PacketRejection::CallClosed { call_id: p.call_id.clone(), state: call.state }));
+            continue;
+        }
+        let sequence = p.packet.sequence();
+        let data = p.packet.data();
+        let existing = stored
+            .get(id)
+            .and_then(|seqs| seqs.get(&sequence))
+            .map(String::as_str)
+            .or_else(|| batch_data.get(&(id, sequence)).copied());
+        if existing.is_some_and(|existing| existing != data) {
+            outcomes.push(Err(PacketRejection::Conflict { call_id: p.call_id.clone(), sequence }));
+            continue;
+        }
+        let order = call.counters.observe(sequence, existing.is_some());
+        if existing.is_none() {
+            batch_data.insert((id, sequence), data);
+            new_ids.push(id);
+            new_seqs.push(rows::db_counter(id, "sequence", sequence)?);
+            new_data.push(data);
+            new_ts.push(p.packet.timestamp());
+            call.stored = true;
+        }
+        call.touched = true;
+        let created_call = call.created && !std::mem::replace(&mut call.announced, true);
+        outcomes.push(Ok(Appended { order, created_call }));
+    }
+
+    let mut ids = Vec::new();
+    let (mut received, mut highest, mut duplicates, mut out_of_order, mut stored_any) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, call) in calls.iter().filter(|(_, c)| c.touched) {
+        ids.push(*id);
+        received.push(rows::db_counter(id, "received", call.counters.received)?);
+        highest.push(rows::db_counter(id, "highest", call.counters.highest)?);
+        duplicates.push(rows::db_counter(id, "duplicates", call.counters.duplicates)?);
+        out_of_order.push(rows::db_counter(id, "out_of_order", call.counters.out_of_order)?);
+        stored_any.push(call.stored);
+    }
+    if !ids.is_empty() {
+        let updated = sqlx::query(WRITE)
+            .bind(&new_ids)
+            .bind(&new_seqs)
+            .bind(&new_data)
+            .bind(&new_ts)
+            .bind(now)
+            .bind(&ids)
+            .bind(&received)
+            .bind(&highest)
+            .bind(&duplicates)
+            .bind(&out_of_order)
+            .bind(&stored_any)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated != ids.len() as u64 {
+            return Err(StoreError::backend(format!(
+                "updated the counters of {updated} calls instead of {}",
+                ids.len()
+            )));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Step 3: the stored data of every (call, sequence) of the batch that may be stored
+/// already, i.e. at or below the call's highest sequence. Empty, without a query, for
+/// a batch that only extends its streams.
+async fn read_stored(
+    tx: &mut Transaction<'static, Postgres>,
+    batch: &[NewPacket],
+    calls: &HashMap<&str, LockedCall>,
+) -> Result<HashMap<String, HashMap<u64, String>>, StoreError> {
+    let mut ids: Vec<&str> = Vec::new();
+    let mut seqs: Vec<i64> = Vec::new();
+    for p in batch {
+        let id = p.call_id.as_str();
+        let Some(call) = calls.get(id) else { continue };
+        let sequence = p.packet.sequence();
+        if call.created || !call.state.accepts_packets() || sequence > call.counters.highest {
+            continue;
+        }
+        ids.push(id);
+        seqs.push(rows::db_counter(id, "sequence", sequence)?);
+    }
+    let mut stored: HashMap<String, HashMap<u64, String>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(stored);
+    }
+    let found: Vec<(String, i64, String)> =
+        sqlx::query_as(READ_STORED).bind(&ids).bind(&seqs).fetch_all(&mut **tx).await.map_err(store_error)?;
+    for (call_id, sequence, data) in found {
+        let sequence = rows::unsigned(&call_id, "sequence", sequence)?;
+        stored.entry(call_id).or_default().insert(sequence, data);
+    }
+    Ok(stored)
+}

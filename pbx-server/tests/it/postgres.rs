@@ -16,8 +16,30 @@ fn database_url() -> String {
     std::env::var("DATABASE_URL").expect("DATABASE_URL must point at a PostgreSQL server for these tests")
 }
 
-/// Creates a fresh database and returns its URL.
-async fn fresh_database() -> String {
+/// A fresh database, dropped by [`TestDb::drop_now`] at the end of a test that passed
+/// (a failed test leaves it behind for inspection).
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn drop_now(self) {
+        let mut conn = sqlx::PgConnection::connect(&database_url()).await.expect("connect to DATABASE_URL");
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("drop database");
+    }
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Creates a fresh database.
+async fn fresh_database() -> TestDb {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let base = database_url();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -29,7 +51,7 @@ async fn fresh_database() -> String {
         .expect("create database");
     let (prefix, rest) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
     let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
-    format!("{prefix}/{name}{query}")
+    TestDb { url: format!("{prefix}/{name}{query}"), name }
 }
 
 /// A running `pbx-server` process.
@@ -148,6 +170,8 @@ async fn ingest_hang_up_and_archive_on_postgres() {
     assert_eq!(view["transcript"], SimulatedAi::expected_transcript(data.iter().map(String::as_str)).as_str());
     assert_eq!(server.post("/ingest/pg-1", Some(packet(5))).await.0, 409);
     assert_eq!(server.get("/readyz").await["status"], "ready");
+    drop(server);
+    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,6 +210,8 @@ async fn a_restart_mid_processing_resumes_from_postgres() {
     assert_eq!(view["failures"], 0, "a rescue is not a failure");
     let data: Vec<String> = (1..=3).map(|s| format!("audio_chunk_{s}")).collect();
     assert_eq!(view["transcript"], SimulatedAi::expected_transcript(data.iter().map(String::as_str)).as_str());
+    drop((first, second, feed));
+    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,6 +224,8 @@ async fn sigterm_shuts_down_gracefully() {
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(60), server.child.wait()).await.expect("exits").unwrap();
     assert!(status.success(), "exit status {status}");
+    drop(server);
+    db.drop_now().await;
 }
 
 /// The ranges missing from `acked` below its maximum, as the API reports them.
@@ -279,4 +307,6 @@ async fn concurrency_on_postgres_loses_nothing_and_doubles_nothing() {
     assert_eq!(listed[..], expected.as_array().unwrap()[..listed.len()]);
     assert_eq!(view["ordering"]["missing_ranges_truncated"], expected.as_array().unwrap().len() > listed.len());
     assert_eq!(server.post("/ingest/pg-race", Some(packet(301))).await.0, 409);
+    drop(server);
+    db.drop_now().await;
 }

@@ -19,7 +19,7 @@ use pbx_core::ai::{AiClient, SimulatedAi};
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
 use pbx_core::store::{CallStore, StoreError};
 use pbx_store_memory::MemoryCallStore;
-use pbx_store_postgres::PgCallStore;
+use pbx_store_postgres::{PgCallStore, PgStoreOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::watch;
 
@@ -75,8 +75,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, Serve
             Ok(Arc::new(MemoryCallStore::new()))
         }
         Some(url) => {
-            let store = PgCallStore::connect(url).await?;
+            let options = PgStoreOptions::default().max_connections(settings.db_max_connections);
+            let store = PgCallStore::connect_with(url, options).await?;
             store.migrate().await?;
+            // Listen for wake-ups before the processor starts, so none is missed.
+            store.listen().await?;
             tracing::info!("store: PostgreSQL, migrations applied");
             Ok(Arc::new(store))
         }

@@ -81,6 +81,10 @@ pub struct Settings {
     #[arg(long, env = "PBX_STORE", value_enum, default_value_t = StoreKind::Auto)]
     pub store: StoreKind,
 
+    /// Most PostgreSQL connections in the pool (at least 2: one listens for wake-ups).
+    #[arg(long, env = "PBX_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
     /// Largest request body accepted, in bytes; larger ones get a 413.
     #[arg(long, env = "PBX_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,

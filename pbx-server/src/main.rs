@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "pbx-server failed");
+            // Printed rather than logged: RUST_LOG must not be able to hide why it stopped.
             eprintln!("pbx-server: {error}");
             ExitCode::FAILURE
         }

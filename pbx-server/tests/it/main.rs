@@ -10,4 +10,5 @@ mod events;
 mod helpers;
 mod malformed;
 mod postgres;
+mod shutdown;
 mod unavailable;

@@ -9,5 +9,6 @@ mod basics;
 mod common;
 mod concurrency;
 mod gateway;
+mod model;
 mod outages;
 mod schema;

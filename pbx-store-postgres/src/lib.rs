@@ -105,6 +105,24 @@ impl PgStoreOptions {
         self
     }
 
+    /// Sets [`min_connections`](Self::min_connections).
+    pub fn min_connections(mut self, min: u32) -> Self {
+        self.min_connections = min;
+        self
+    }
+
+    /// Sets [`ping_after_idle`](Self::ping_after_idle).
+    pub fn ping_after_idle(mut self, idle: Duration) -> Self {
+        self.ping_after_idle = idle;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// The sqlx pool options these settings make.
     pub fn pool_options(&self) -> PgPoolOptions {
         let ping_after_idle = self.ping_after_idle;

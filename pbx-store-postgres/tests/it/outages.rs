@@ -63,8 +63,7 @@ where
 #[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
 async fn terminated_connections_are_unavailable_then_recover(pool: PgPool) {
     // No ping before use, so a dead connection is used and its error is seen.
-    let mut options = PgStoreOptions::default().max_connections(2);
-    options.ping_after_idle = Duration::from_secs(3600);
+    let options = PgStoreOptions::default().max_connections(2).ping_after_idle(Duration::from_secs(3600));
     let store = PgCallStore::new(options.pool_options().connect_with(crate::common::options(&pool)).await.unwrap());
     append_ok(&store, &[packet("a", 1)], at(0)).await;
     let mut admin = admin(&pool).await;

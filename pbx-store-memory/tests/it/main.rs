@@ -2,6 +2,11 @@
 
 use pbx_store_memory::MemoryCallStore;
 
+mod conformance {
+    use super::*;
+    pbx_core::call_store_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] setup() => MemoryCallStore::default());
+}
+
 mod gateway {
     use super::*;
     pbx_core::gateway_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] setup() => MemoryCallStore::default());

@@ -1,1 +1,0 @@
-//! The backend conformance suite. Filled in by the conformance work.

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -208,21 +209,34 @@ impl MemoryCallStore {
         self.read().get(call_id).cloned().ok_or_else(|| StoreError::NotFound { call_id: call_id.clone() })
     }
 
-    /// The call, created IN_PROGRESS if new; `true` when this call created it.
-    fn call_or_create(&self, call_id: &CallId, now: DateTime<Utc>) -> (Arc<Mutex<Call>>, bool) {
-        if let Some(call) = self.read().get(call_id) {
-            return (call.clone(), false);
+    /// Runs `f` on the call under its lock, creating it IN_PROGRESS if new (`true` when
+    /// this call created it). A new call is locked before it is published in the map, so
+    /// nobody sees it before its first packet is stored (no empty call can be read,
+    /// listed or hung up).
+    fn with_call_or_create<T>(&self, call_id: &CallId, now: DateTime<Utc>, f: impl FnOnce(&mut Call, bool) -> T) -> T {
+        let existing = self.read().get(call_id).cloned();
+        if let Some(call) = existing {
+            return f(&mut lock(&call), false);
         }
-        let mut calls = self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut created = false;
-        let call = calls
-            .entry(call_id.clone())
-            .or_insert_with(|| {
-                created = true;
-                Arc::new(Mutex::new(Call::new(call_id.clone(), now)))
-            })
-            .clone();
-        (call, created)
+        let fresh = Arc::new(Mutex::new(Call::new(call_id.clone(), now)));
+        let mut guard = lock(&fresh);
+        let raced = {
+            let mut calls = self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match calls.entry(call_id.clone()) {
+                Entry::Occupied(entry) => Some(entry.get().clone()),
+                Entry::Vacant(entry) => {
+                    entry.insert(fresh.clone());
+                    None
+                }
+            }
+        };
+        match raced {
+            Some(call) => {
+                drop(guard);
+                f(&mut lock(&call), false)
+            }
+            None => f(&mut guard, true),
+        }
     }
 
     /// Every call, for scans (listing, claiming, idle sweeps).
@@ -255,15 +269,15 @@ impl CallStore for MemoryCallStore {
         }
         let mut outcomes: Vec<Option<PacketOutcome>> = vec![None; batch.len()];
         for (call_id, positions) in by_call {
-            let (call, mut created) = self.call_or_create(call_id, now);
-            let mut call = lock(&call);
-            for i in positions {
-                let mut outcome = call.append(&batch[i], now);
-                if let Ok(appended) = &mut outcome {
-                    appended.created_call = std::mem::take(&mut created);
+            self.with_call_or_create(call_id, now, |call, mut created| {
+                for i in positions {
+                    let mut outcome = call.append(&batch[i], now);
+                    if let Ok(appended) = &mut outcome {
+                        appended.created_call = std::mem::take(&mut created);
+                    }
+                    outcomes[i] = Some(outcome);
                 }
-                outcomes[i] = Some(outcome);
-            }
+            });
         }
         outcomes
             .into_iter()

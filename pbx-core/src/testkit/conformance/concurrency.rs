@@ -200,3 +200,41 @@ pub async fn many_claimers_take_each_call_once(store: Arc<dyn CallStore>) {
     }
     assert_eq!(seen.len(), CALLS);
 }
+
+/// A hang-up racing a call's first packet: the packet is stored either way (the call
+/// is created with it, atomically), and the hang-up either finds no call yet
+/// (`NotFound`) or completes a call that holds the packet. No empty call is ever seen.
+pub async fn hang_up_racing_the_first_packet_never_sees_an_empty_call(store: Arc<dyn CallStore>) {
+    for round in 0..50 {
+        let call = id(&format!("new-{round:02}"));
+        let barrier = Arc::new(Barrier::new(2));
+        let appender = {
+            let (store, call, barrier) = (store.clone(), call.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.append(&[new_packet(&call, 1, &data(1))], at(0)).await.expect("append")
+            })
+        };
+        let closer = {
+            let (store, call, barrier) = (store.clone(), call.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.complete(&call, at(1)).await
+            })
+        };
+        let appended = appender.await.expect("appender");
+        let appended = appended[0].as_ref().unwrap_or_else(|e| panic!("round {round}: first packet refused: {e}"));
+        assert!(appended.created_call);
+        let closed = closer.await.expect("closer");
+        let snap = store.get(&call, 0).await.expect("get");
+        assert_eq!(snap.ordering.counters.received, 1);
+        match closed {
+            Ok(t) => {
+                assert!(t.applied);
+                assert_eq!(snap.state, CallState::Completed);
+            }
+            Err(crate::store::StoreError::NotFound { .. }) => assert_eq!(snap.state, CallState::InProgress),
+            Err(other) => panic!("round {round}: {other}"),
+        }
+    }
+}

@@ -74,6 +74,7 @@ macro_rules! call_store_conformance {
             next_due_at_tracks_pending_work,
             concurrent_appends_to_one_call_lose_nothing,
             completion_racing_appends_stores_exactly_the_accepted_packets,
+            hang_up_racing_the_first_packet_never_sees_an_empty_call,
             two_workers_claiming_at_once_one_wins,
             many_claimers_take_each_call_once,
             model_random_operation_sequences,

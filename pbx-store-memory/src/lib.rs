@@ -506,3 +506,68 @@ impl CallStore for MemoryCallStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use pbx_core::packet::Packet;
+    use pbx_core::testkit::conformance::at;
+
+    use super::*;
+
+    fn packet(call: &str, seq: i64) -> NewPacket {
+        NewPacket::new(CallId::new(call).expect("id"), Packet::new(seq, "x", 0.0).expect("packet"))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime")
+    }
+
+    /// While one call's lock is held, appends to another call (existing or new) and reads
+    /// of it run to completion on another thread: there is no store-wide lock on the
+    /// ingest path. The wait is bounded so a regression fails instead of hanging.
+    #[test]
+    fn a_held_call_does_not_block_other_calls() {
+        let store = Arc::new(MemoryCallStore::new());
+        let rt = runtime();
+        rt.block_on(store.append(&[packet("held", 1), packet("other", 1)], at(0))).expect("append");
+        let held = store.call(&CallId::new("held").expect("id")).expect("held call");
+        let guard = lock(&held);
+        let (tx, rx) = mpsc::channel();
+        let other = store.clone();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            let out = rt.block_on(other.append(&[packet("other", 2), packet("new", 1)], at(1)));
+            let snap = rt.block_on(other.get(&CallId::new("other").expect("id"), 0));
+            let _ = tx.send((out.map(|o| o.iter().all(Result::is_ok)), snap.map(|s| s.ordering.counters.received)));
+        });
+        let (appended, received) = rx.recv_timeout(Duration::from_secs(60)).expect("other calls were not blocked");
+        assert!(appended.expect("append"));
+        assert_eq!(received.expect("get"), 2);
+        drop(guard);
+        assert_eq!(store.len(), 3);
+    }
+
+    /// A poisoned call lock is recovered, not propagated as a panic.
+    #[test]
+    fn a_poisoned_call_lock_is_recovered() {
+        let store = Arc::new(MemoryCallStore::new());
+        let rt = runtime();
+        rt.block_on(store.append(&[packet("c", 1)], at(0))).expect("append");
+        let call = store.call(&CallId::new("c").expect("id")).expect("call");
+        let poisoner = call.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.lock();
+            panic!("poison the call's lock");
+        })
+        .join();
+        assert!(call.is_poisoned());
+        let out = rt.block_on(store.append(&[packet("c", 2)], at(1))).expect("append");
+        assert!(out[0].is_ok());
+        assert_eq!(
+            rt.block_on(store.get(&CallId::new("c").expect("id"), 0)).expect("get").ordering.counters.received,
+            2
+        );
+    }
+}

@@ -1,6 +1,9 @@
-//! The memory store against the backend suites of `pbx_core::testkit`.
+//! The memory store against the backend suites of `pbx_core::testkit`, plus its own
+//! cases.
 
 use pbx_store_memory::MemoryCallStore;
+
+mod memory;
 
 mod conformance {
     use super::*;

@@ -8,6 +8,7 @@
 mod basics;
 mod common;
 mod concurrency;
+mod conformance;
 mod gateway;
 mod model;
 mod outages;

@@ -3,43 +3,54 @@
 //! A writer takes the first queued packet, then everything else already queued (up to
 //! the batch bound), and appends them in one store call. Nothing waits on a timer: at
 //! low load every packet is its own batch; under load, batches grow to whatever queued
-//! while the previous append was in flight. Several writers may append in parallel.
+//! while the previous append was in flight. Several writers append in parallel, each
+//! owning a share of the calls (by a hash of the call id), so they never contend for
+//! the same call's lock.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{GatewayConfig, GatewayError, Shared};
 use crate::events::Event;
+use crate::id::CallId;
 use crate::packet::NewPacket;
 use crate::state::CallState;
 use crate::store::{PacketOutcome, StoreError};
 
 type Reply = oneshot::Sender<Result<PacketOutcome, StoreError>>;
 
-/// The sending side of the ingest queue; writers stop when every clone is dropped.
+/// The sending side of the ingest queues; writers stop when every clone is dropped.
+///
+/// One queue per writer, and a call always goes to the same writer (by a hash of its
+/// id): writers never append to the same call at once, so their transactions never wait
+/// for each other's row locks and really run in parallel. A call's packets also keep
+/// their arrival order within the writer.
 #[derive(Debug, Clone)]
 pub(super) struct Queue {
-    tx: mpsc::Sender<(NewPacket, Reply)>,
+    txs: Arc<[mpsc::Sender<(NewPacket, Reply)>]>,
 }
 
 impl Queue {
     pub(super) fn spawn(shared: Arc<Shared>, config: &GatewayConfig) -> Self {
-        // Bounded: when the store falls behind, callers wait here (back-pressure)
-        // instead of growing memory without limit.
-        let (tx, rx) = mpsc::channel(config.max_group_batch * config.writers * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..config.writers {
-            tokio::spawn(writer(shared.clone(), rx.clone(), config.max_group_batch));
-        }
-        Self { tx }
+        let txs: Vec<_> = (0..config.writers)
+            .map(|_| {
+                // Bounded: when the store falls behind, callers wait here
+                // (back-pressure) instead of growing memory without limit.
+                let (tx, rx) = mpsc::channel(config.max_group_batch * 4);
+                tokio::spawn(writer(shared.clone(), rx, config.max_group_batch));
+                tx
+            })
+            .collect();
+        Self { txs: txs.into() }
     }
 
     /// Queues one packet and waits for its own outcome.
     pub(super) async fn submit(&self, packet: NewPacket) -> Result<PacketOutcome, GatewayError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((packet, reply)).await.map_err(|_| GatewayError::ShuttingDown)?;
+        let tx = &self.txs[writer_of(&packet.call_id, self.txs.len())];
+        tx.send((packet, reply)).await.map_err(|_| GatewayError::ShuttingDown)?;
         // A dropped reply means the writer died mid-batch (a panicking store): the
         // packet's fate is unknown, so say so rather than claim success.
         match answer.await {
@@ -49,12 +60,19 @@ impl Queue {
     }
 }
 
-async fn writer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<(NewPacket, Reply)>>>, max_batch: usize) {
+/// The writer a call's packets go to.
+fn writer_of(call_id: &CallId, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    call_id.hash(&mut h);
+    (h.finish() % writers as u64) as usize
+}
+
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(NewPacket, Reply)>, max_batch: usize) {
     let mut packets = Vec::with_capacity(max_batch);
     let mut replies = Vec::with_capacity(max_batch);
     loop {
         {
-            let mut rx = rx.lock().await;
             let Some((packet, reply)) = rx.recv().await else { return };
             packets.push(packet);
             replies.push(reply);

@@ -27,7 +27,7 @@ impl TestDb {
     async fn drop_now(self) {
         let mut conn = sqlx::PgConnection::connect(&database_url()).await.expect("connect to DATABASE_URL");
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("drop database");
+        sqlx::query(&sql).execute(&mut conn).await.expect("drop database");
     }
 }
 
@@ -45,10 +45,8 @@ async fn fresh_database() -> TestDb {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let name = format!("pbx_server_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed));
     let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(&create).execute(&mut conn).await.expect("create database");
     let (prefix, rest) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
     let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     TestDb { url: format!("{prefix}/{name}{query}"), name }

@@ -24,6 +24,7 @@ async fn constraints_refuse_bad_rows_when_the_code_is_bypassed(pool: PgPool) {
         "INSERT INTO calls (call_id, state, created_at, updated_at, last_packet_at) VALUES ('x', 'DONE', now(), now(), now())",
         "INSERT INTO calls (call_id, created_at, updated_at, last_packet_at) VALUES ('bad id', now(), now(), now())",
         "INSERT INTO calls (call_id, created_at, updated_at, last_packet_at) VALUES ('', now(), now(), now())",
+        "UPDATE calls SET call_id = 'bad id'",
         "UPDATE calls SET received = -1",
         "UPDATE calls SET received = 5, highest_sequence = 4",
         "UPDATE calls SET attempts = -1",

@@ -1,5 +1,29 @@
-//! The batch append: the hot path, one transaction and a fixed handful of statements
-//! per batch whatever its size.
+//! The batch append: the hot path, a fixed handful of statements per batch whatever
+//! its size.
+//!
+//! ## The fast path: one statement, one round trip
+//!
+//! Most batches only extend streams that already exist: each call's packets of the
+//! batch arrive in increasing order, above everything the call holds. For such a call
+//! nothing needs reading before writing: every packet is stored, each is `InOrder` or a
+//! `Gap`, and the counters move by `received += n`, `highest = last sequence`. So a
+//! batch whose packets are strictly increasing within each call goes first through one
+//! statement ([`FAST`]) in an implicit transaction: it locks the batch's calls
+//! (`SELECT .. ORDER BY call_id FOR UPDATE`) and, only if every one of them exists, is
+//! still `IN_PROGRESS` and holds nothing at or above the batch's first sequence for
+//! it, inserts the packets and moves the counters. It returns the counters as locked,
+//! so the verdicts are replayed here with [`OrderingCounters::observe`], the same code
+//! as the general path's. When some call does not qualify (new, closed, or a
+//! retransmission or late packet), the statement wrote nothing and the batch goes
+//! through the general path: a batch is stored whole or not at all, as the store
+//! contract says. The answer arrives after the implicit commit, so an acknowledged
+//! packet is durable either way.
+//!
+//! Why: on a 2-core machine under load each round trip waits for both processes to be
+//! scheduled (measured: about 240 µs for a bare `BEGIN`), and the general path's four
+//! round trips were most of a batch's 1.7 ms.
+//!
+//! ## The general path: one transaction, four round trips
 //!
 //! 1. `BEGIN`.
 //! 2. One statement creates the calls that do not exist yet (`INSERT .. SELECT FROM
@@ -19,9 +43,10 @@
 //!    updates the counters of every touched call (`UPDATE .. FROM unnest(..)`).
 //! 6. `COMMIT`.
 //!
-//! So a batch costs 4 round trips (5 when it holds retransmitted or late packets).
+//! So a batch costs 4 round trips (5 when it holds retransmitted or late packets), plus
+//! the fast statement's one when some of its calls looked eligible for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use pbx_core::ordering::OrderingCounters;
@@ -37,7 +62,22 @@ use crate::rows;
 /// committed after this batch's lock statement started (step 2 cannot see it then).
 const MAX_ATTEMPTS: usize = 4;
 
-const CREATE_AND_LOCK: &str = r#"
+/// The CTE `locked`: the calls of `$1` locked in id order (byte order, as the column's
+/// collation is "C"), the one order every batch locks in, so batches never deadlock.
+macro_rules! locked_cte {
+    () => {
+        r#"locked AS (
+    SELECT call_id, state, received, highest_sequence, duplicates, out_of_order
+    FROM calls
+    WHERE call_id = ANY($1::text[])
+    ORDER BY call_id
+    FOR UPDATE
+)"#
+    };
+}
+
+const CREATE_AND_LOCK: &str = concat!(
+    r#"
 WITH created AS (
     INSERT INTO calls (call_id, created_at, updated_at, last_packet_at)
     SELECT id, $2, $2, $2 FROM unnest($1::text[]) AS t(id)
@@ -45,20 +85,17 @@ WITH created AS (
     ORDER BY id COLLATE "C"
     ON CONFLICT (call_id) DO NOTHING
     RETURNING call_id
-), locked AS (
-    SELECT call_id, state, received, highest_sequence, duplicates, out_of_order
-    FROM calls
-    WHERE call_id = ANY($1::text[])
-    ORDER BY call_id
-    FOR UPDATE
-)
+), "#,
+    locked_cte!(),
+    r#"
 SELECT call_id, true AS created, 'IN_PROGRESS'::text AS state, 0::bigint AS received,
        0::bigint AS highest_sequence, 0::bigint AS duplicates, 0::bigint AS out_of_order
 FROM created
 UNION ALL
 SELECT call_id, false, state, received, highest_sequence, duplicates, out_of_order
 FROM locked
-"#;
+"#
+);
 
 const READ_STORED: &str = r#"
 SELECT p.call_id, p.sequence, p.data
@@ -84,6 +121,53 @@ FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
      AS u(call_id, received, highest_sequence, duplicates, out_of_order, stored)
 WHERE c.call_id = u.call_id
 "#;
+
+/// The fast path (see the module docs). `$1..$4`: the batch's calls in id order with
+/// their packet count, first and last sequence; `$5..$8`: the packets; `$9`: now.
+/// Writes only when every call qualifies.
+const FAST: &str = concat!(
+    r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+        AS t(call_id, n, first_sequence, last_sequence)
+), "#,
+    locked_cte!(),
+    r#", passing AS (
+    SELECT l.call_id, l.received + i.n AS received, i.last_sequence
+    FROM locked AS l JOIN input AS i USING (call_id)
+    WHERE l.state = 'IN_PROGRESS' AND l.highest_sequence < i.first_sequence
+), eligible AS (
+    -- All or nothing: a batch is stored by one transaction or fails as a whole.
+    SELECT * FROM passing WHERE (SELECT count(*) FROM passing) = cardinality($1::text[])
+), inserted AS (
+    INSERT INTO packets (call_id, sequence, data, sender_timestamp, received_at)
+    SELECT p.call_id, p.sequence, p.data, p.sender_timestamp, $9
+    FROM unnest($5::text[], $6::bigint[], $7::text[], $8::float8[])
+         AS p(call_id, sequence, data, sender_timestamp)
+    JOIN eligible USING (call_id)
+), updated AS (
+    UPDATE calls AS c
+    SET received = e.received, highest_sequence = e.last_sequence, updated_at = $9, last_packet_at = $9
+    FROM eligible AS e
+    WHERE c.call_id = e.call_id
+    RETURNING c.call_id
+)
+SELECT l.call_id, l.state, l.received, l.highest_sequence, l.duplicates, l.out_of_order,
+       EXISTS (SELECT 1 FROM updated AS u WHERE u.call_id = l.call_id) AS written
+FROM locked AS l
+"#
+);
+
+#[derive(sqlx::FromRow)]
+struct FastRow {
+    call_id: String,
+    state: String,
+    received: i64,
+    highest_sequence: i64,
+    duplicates: i64,
+    out_of_order: i64,
+    written: bool,
+}
 
 #[derive(sqlx::FromRow)]
 struct LockedRow {
@@ -119,6 +203,102 @@ pub(crate) async fn append(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    if let Some(outcomes) = append_fast(pool, batch, now).await? {
+        return Ok(outcomes);
+    }
+    append_general(pool, batch, now).await
+}
+
+/// A call's packets in a batch, for the fast path.
+struct Stream {
+    n: i64,
+    first: u64,
+    last: u64,
+    /// Strictly increasing in input order.
+    increasing: bool,
+}
+
+/// The fast path (see the module docs): the whole batch's outcomes, or `None` when it
+/// wrote nothing because some call of the batch does not qualify.
+async fn append_fast(
+    pool: &PgPool,
+    batch: &[NewPacket],
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<PacketOutcome>>, StoreError> {
+    let mut streams: BTreeMap<&str, Stream> = BTreeMap::new();
+    for p in batch {
+        let sequence = p.packet.sequence();
+        streams
+            .entry(p.call_id.as_str())
+            .and_modify(|s| {
+                s.increasing &= sequence > s.last;
+                s.n += 1;
+                s.last = sequence;
+            })
+            .or_insert(Stream { n: 1, first: sequence, last: sequence, increasing: true });
+    }
+    if !streams.values().all(|s| s.increasing) {
+        return Ok(None);
+    }
+    // BTreeMap: the ids in byte order, the order every statement locks in.
+    let mut ids = Vec::with_capacity(streams.len());
+    let (mut ns, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, s) in &streams {
+        ids.push(*id);
+        ns.push(s.n);
+        firsts.push(rows::db_counter(id, "sequence", s.first)?);
+        lasts.push(rows::db_counter(id, "sequence", s.last)?);
+    }
+    let (mut p_ids, mut p_seqs, mut p_data, mut p_ts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for p in batch {
+        p_ids.push(p.call_id.as_str());
+        p_seqs.push(rows::db_counter(p.call_id.as_str(), "sequence", p.packet.sequence())?);
+        p_data.push(p.packet.data());
+        p_ts.push(p.packet.timestamp());
+    }
+    let rows: Vec<FastRow> = sqlx::query_as(FAST)
+        .bind(&ids)
+        .bind(&ns)
+        .bind(&firsts)
+        .bind(&lasts)
+        .bind(&p_ids)
+        .bind(&p_seqs)
+        .bind(&p_data)
+        .bind(&p_ts)
+        .bind(now)
+        .fetch_all(pool)
+        .await
+        .map_err(store_error)?;
+
+    if rows.len() != ids.len() || !rows.iter().all(|r| r.written) {
+        return Ok(None);
+    }
+    // Replay the verdicts from the counters as locked.
+    let mut counters: HashMap<&str, OrderingCounters> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id = row.call_id.as_str();
+        let state = rows::state(id, &row.state)?;
+        if !state.accepts_packets() {
+            return Err(CorruptRow::error(id, "the fast path wrote to a closed call"));
+        }
+        counters.insert(id, rows::counters(id, row.received, row.highest_sequence, row.duplicates, row.out_of_order)?);
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for p in batch {
+        let id = p.call_id.as_str();
+        let counters = counters.get_mut(id).ok_or_else(|| CorruptRow::error(id, "call of the batch was not locked"))?;
+        let order = counters.observe(p.packet.sequence(), false);
+        outcomes.push(Ok(Appended { order, created_call: false }));
+    }
+    Ok(Some(outcomes))
+}
+
+/// The general path; see the module docs.
+async fn append_general(
+    pool: &PgPool,
+    batch: &[NewPacket],
+    now: DateTime<Utc>,
+) -> Result<Vec<PacketOutcome>, StoreError> {
     // The distinct ids, in byte order: the order every batch creates and locks in.
     let mut ids: Vec<&str> = batch.iter().map(|p| p.call_id.as_str()).collect();
     ids.sort_unstable();

@@ -227,3 +227,57 @@ async fn idle_calls_are_hung_up_stalest_first(pool: PgPool) {
     assert_eq!(store.get(&id("fresh"), 1).await.unwrap().state, CallState::InProgress);
     assert!(store.complete_idle(at(50), 10, at(300)).await.unwrap().is_empty());
 }
+
+/// The one-statement path (streams extended in order) and the general path must agree:
+/// verdicts, counters, times and the whole-batch rule.
+#[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
+async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_any_other(pool: PgPool) {
+    let store = PgCallStore::new(pool);
+    append_ok(&store, &[packet("a", 1), packet("a", 2), packet("b", 1)], at(0)).await;
+
+    // Both calls exist and every sequence is above their highest: the one-statement path.
+    let out = append_ok(&store, &[packet("a", 3), packet("b", 4), packet("a", 6), packet("b", 5)], at(10)).await;
+    assert_eq!(
+        out.iter().map(|a| (a.order, a.created_call)).collect::<Vec<_>>(),
+        [
+            (PacketOrder::InOrder, false),
+            (PacketOrder::Gap { missing: SeqRange { first: 2, last: 3 } }, false),
+            (PacketOrder::Gap { missing: SeqRange { first: 4, last: 5 } }, false),
+            (PacketOrder::InOrder, false),
+        ]
+    );
+    let a = store.get(&id("a"), 10).await.unwrap();
+    assert_eq!(a.ordering.counters, OrderingCounters { received: 4, highest: 6, duplicates: 0, out_of_order: 0 });
+    assert_eq!((a.created_at, a.last_packet_at, a.updated_at), (at(0), at(10), at(10)));
+    let b = store.get(&id("b"), 10).await.unwrap();
+    assert_eq!(b.ordering.counters, OrderingCounters { received: 3, highest: 5, duplicates: 0, out_of_order: 0 });
+    let stored = store.packets(&id("b")).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|p| (p.sequence, p.data.as_str())).collect::<Vec<_>>(),
+        [(1, "audio_1"), (4, "audio_4"), (5, "audio_5")]
+    );
+    assert_eq!(stored[1].received_at, at(10));
+
+    // In order for `a`, but `c` is new: the general path creates it, in the same batch.
+    let out = append_ok(&store, &[packet("a", 7), packet("c", 1)], at(20)).await;
+    assert_eq!(out.iter().map(|a| a.created_call).collect::<Vec<_>>(), [false, true]);
+
+    // In order for `a`, but a late packet for `b`: the general path, still one batch.
+    let out = append_ok(&store, &[packet("a", 8), packet("b", 2)], at(30)).await;
+    assert_eq!(out.iter().map(|a| a.order).collect::<Vec<_>>(), [PacketOrder::InOrder, PacketOrder::OutOfOrder]);
+
+    // A repeated sequence within one call's share of the batch never takes the fast path.
+    let out = append_ok(&store, &[packet("a", 9), packet("a", 9)], at(40)).await;
+    assert_eq!(out.iter().map(|a| a.order).collect::<Vec<_>>(), [PacketOrder::InOrder, PacketOrder::Duplicate]);
+
+    // In order for both, but `b` was hung up: `a` is stored, `b` refused, nothing of `b` kept.
+    store.complete(&id("b"), at(50)).await.unwrap();
+    let out = store.append(&[packet("a", 10), packet("b", 6)], at(60)).await.unwrap();
+    assert_eq!(out[0], Ok(Appended { order: PacketOrder::InOrder, created_call: false }));
+    assert!(matches!(out[1], Err(PacketRejection::CallClosed { .. })), "{:?}", out[1]);
+    let a = store.get(&id("a"), 10).await.unwrap();
+    assert_eq!(a.ordering.counters, OrderingCounters { received: 8, highest: 10, duplicates: 1, out_of_order: 0 });
+    let b = store.get(&id("b"), 10).await.unwrap();
+    assert_eq!(b.ordering.counters, OrderingCounters { received: 4, highest: 5, duplicates: 0, out_of_order: 1 });
+    assert_eq!(store.packets(&id("b")).await.unwrap().len(), 4);
+}

@@ -68,12 +68,28 @@ async fn overlapping_batches_in_opposite_orders_never_deadlock(pool: PgPool) {
 /// copy is a duplicate, and the counters add up.
 #[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
 async fn racing_retransmissions_are_stored_once(pool: PgPool) {
-    let stores = [Arc::new(PgCallStore::new(pool.clone())), Arc::new(other_store(&pool).await)];
+    race_retransmissions(&pool, 1).await;
+}
+
+/// The same with calls that exist, so every racer first tries the one-statement path
+/// (streams extended in order): one of them wins, the others see its commit once they
+/// hold the locks and fall back to the general path, which answers duplicates.
+#[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
+async fn racing_retransmissions_on_existing_calls_are_stored_once(pool: PgPool) {
+    let store = PgCallStore::new(pool.clone());
+    append_ok(&store, &[packet("x", 1), packet("y", 1)], at(0)).await;
+    race_retransmissions(&pool, 2).await;
+}
+
+/// Four tasks over two pools append the same batch (sequences `first..=20` of calls `x`
+/// and `y`) at once.
+async fn race_retransmissions(pool: &PgPool, first: i64) {
+    let stores = [Arc::new(PgCallStore::new(pool.clone())), Arc::new(other_store(pool).await)];
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..4 {
         let store = stores[task % 2].clone();
         tasks.spawn(async move {
-            let batch: Vec<_> = (1..=20).flat_map(|s| [packet("x", s), packet("y", s)]).collect();
+            let batch: Vec<_> = (first..=20).flat_map(|s| [packet("x", s), packet("y", s)]).collect();
             store.append(&batch, at(0)).await.expect("batch stored")
         });
     }
@@ -88,10 +104,12 @@ async fn racing_retransmissions_are_stored_once(pool: PgPool) {
             }
         }
     }
-    assert_eq!((stored, duplicates), (40, 120));
+    let per_call = 21 - first;
+    assert_eq!((stored, duplicates), (2 * per_call, 6 * per_call));
     for c in ["x", "y"] {
         let counters = stores[0].get(&id(c), 1).await.unwrap().ordering.counters;
-        assert_eq!((counters.received, counters.duplicates), (20, 60));
+        assert_eq!((counters.received, counters.duplicates), (20, 3 * per_call as u64));
+        assert_eq!(stores[0].packets(&id(c)).await.unwrap().len(), 20);
     }
 }
 

@@ -30,8 +30,8 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use serde_json::Value;
+use std::sync::Mutex;
 use tokio::task::JoinSet;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -98,6 +98,8 @@ struct Phase {
     packets: u64,
     latency_us: Histogram<u64>,
     statuses: BTreeMap<String, u64>,
+    /// Scratch for the status key, so recording a known status allocates nothing.
+    key: String,
 }
 
 impl Phase {
@@ -108,6 +110,7 @@ impl Phase {
             packets: 0,
             latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             statuses: BTreeMap::new(),
+            key: String::new(),
         }
     }
 
@@ -120,11 +123,26 @@ impl Phase {
         }
     }
 
-    fn record(&mut self, latency: Duration, status: String, packets: u64) {
+    /// Records one answer; its status is counted under `"{code} {detail}"` (or `detail`
+    /// alone without a code).
+    fn record(&mut self, latency: Duration, code: Option<u16>, detail: &str, packets: u64) {
+        use std::fmt::Write;
         self.requests += 1;
         self.packets += packets;
         self.latency_us.saturating_record(latency.as_micros().max(1) as u64);
-        *self.statuses.entry(status).or_default() += 1;
+        self.key.clear();
+        match code {
+            Some(code) if detail.is_empty() => write!(self.key, "{code}"),
+            Some(code) => write!(self.key, "{code} {detail}"),
+            None => write!(self.key, "{detail}"),
+        }
+        .expect("writing to a String");
+        match self.statuses.get_mut(self.key.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.statuses.insert(self.key.clone(), 1);
+            }
+        }
     }
 
     fn per_sec(&self, n: u64) -> f64 {
@@ -185,18 +203,53 @@ fn data_for(call: &str, seq: u64, bytes: usize) -> String {
     for b in call.bytes().chain(seq.to_le_bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    (0..bytes)
+    let data: Vec<u8> = (0..bytes)
         .map(|i| {
             h ^= h << 13;
             h ^= h >> 7;
             h ^= h << 17;
-            B64[((h >> (i % 8)) & 63) as usize] as char
+            B64[((h >> (i % 8)) & 63) as usize]
         })
-        .collect()
+        .collect();
+    String::from_utf8(data).expect("base64 alphabet is ASCII")
 }
 
-fn packet_json(call: &str, seq: u64, bytes: usize) -> Value {
-    json!({"sequence": seq, "data": data_for(call, seq, bytes), "timestamp": seq as f64 * 0.02})
+/// Appends one packet's JSON object to `out`. Written by hand rather than through
+/// `serde_json::Value`: the generator shares the machine with the server it measures,
+/// so every microsecond it spends per request is one the server does not get. The
+/// data is base64, which needs no JSON escaping.
+fn push_packet_json(out: &mut String, call: &str, seq: u64, bytes: usize) {
+    use std::fmt::Write;
+    let timestamp = Value::from(seq as f64 * 0.02);
+    write!(out, r#"{{"sequence":{seq},"data":"{}","timestamp":{timestamp}}}"#, data_for(call, seq, bytes))
+        .expect("writing to a String");
+}
+
+/// The request body for `seqs` of `call`: one packet object, or an array of them.
+fn request_body(call: &str, seqs: &[u64], bytes: usize, batch: bool) -> String {
+    let mut out = String::with_capacity(seqs.len() * (bytes + 64) + 2);
+    if !batch {
+        push_packet_json(&mut out, call, seqs[0], bytes);
+        return out;
+    }
+    out.push('[');
+    for (i, &seq) in seqs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_packet_json(&mut out, call, seq, bytes);
+    }
+    out.push(']');
+    out
+}
+
+/// The fields of a single-packet answer the generator reads.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow, default)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<std::borrow::Cow<'a, str>>,
 }
 
 struct Client {
@@ -207,11 +260,22 @@ struct Client {
 
 impl Client {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.url));
+        self.request_url(method, format!("{}{path}", self.url))
+    }
+
+    fn request_url(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
         match &self.api_key {
             Some(key) => r.bearer_auth(key),
             None => r,
         }
+    }
+
+    /// The URL packets of `call` are posted to, parsed once per call rather than per
+    /// request.
+    fn ingest_url(&self, call: &str, batch: bool) -> Result<reqwest::Url, BoxError> {
+        let path = if batch { format!("/v1/calls/{call}/packets/batch") } else { format!("/ingest/{call}") };
+        Ok(reqwest::Url::parse(&format!("{}{path}", self.url))?)
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BoxError> {
@@ -227,6 +291,13 @@ impl Client {
 
 /// The acknowledged sequences of each call.
 type Acks = Vec<Mutex<HashSet<u64>>>;
+
+/// One call as the generator drives it.
+struct Call {
+    id: String,
+    /// Where its packets are posted.
+    url: reqwest::Url,
+}
 
 /// Statuses of the packets in a batch answer, wherever the array sits.
 fn packet_statuses(body: &Value) -> Vec<String> {
@@ -250,51 +321,71 @@ fn is_ack(status: &str) -> bool {
 async fn send(
     client: &Client,
     args: &Args,
-    (call, call_index): (&str, usize),
+    (call, call_index): (&Call, usize),
     seqs: &[u64],
     due: Instant,
     phase: &mut Phase,
     acks: &Acks,
 ) {
-    let (path, body) = if args.batch == 0 {
-        (format!("/ingest/{call}"), packet_json(call, seqs[0], args.data_bytes))
-    } else {
-        let packets: Vec<Value> = seqs.iter().map(|&s| packet_json(call, s, args.data_bytes)).collect();
-        (format!("/v1/calls/{call}/packets/batch"), Value::Array(packets))
-    };
-    let result = client.request(reqwest::Method::POST, &path).json(&body).send().await;
-    let (status, acked): (String, Vec<u64>) = match result {
-        Err(e) => (if e.is_timeout() { "timeout".into() } else { "connection error".into() }, vec![]),
-        Ok(response) => {
-            let code = response.status();
-            match response.json::<Value>().await {
-                Ok(body) if code.is_success() && args.batch == 0 => {
-                    let status = body.get("status").and_then(Value::as_str).unwrap_or("?");
-                    let acked = if is_ack(status) { vec![seqs[0]] } else { vec![] };
-                    (format!("{} {status}", code.as_u16()), acked)
-                }
-                Ok(body) if code.is_success() => {
-                    let statuses = packet_statuses(&body);
-                    let acked = seqs.iter().zip(&statuses).filter(|(_, s)| is_ack(s)).map(|(q, _)| *q).collect();
-                    (code.as_u16().to_string(), acked)
-                }
-                Ok(body) => {
-                    let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
-                    (format!("{} {error}", code.as_u16()), vec![])
-                }
-                Err(_) => (format!("{} (unreadable body)", code.as_u16()), vec![]),
-            }
+    let batch = args.batch > 0;
+    // Packets sent, answered or not: the offered load.
+    let sent = seqs.len() as u64;
+    let body = request_body(&call.id, seqs, args.data_bytes, batch);
+    let result = client
+        .request_url(reqwest::Method::POST, call.url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            phase.record(due.elapsed(), None, if e.is_timeout() { "timeout" } else { "connection error" }, sent);
+            return;
         }
     };
-    phase.record(due.elapsed(), status, seqs.len() as u64);
-    if !acked.is_empty() {
-        acks[call_index].lock().await.extend(acked);
+    let code = response.status();
+    let Ok(bytes) = response.bytes().await else {
+        phase.record(due.elapsed(), Some(code.as_u16()), "(unreadable body)", sent);
+        return;
+    };
+    let latency = due.elapsed();
+    if !batch {
+        let (detail, acked) = match serde_json::from_slice::<Answer>(&bytes) {
+            Ok(Answer { status: Some(status), .. }) if code.is_success() => {
+                let acked = is_ack(&status);
+                (status, acked)
+            }
+            Ok(Answer { error: Some(error), .. }) => (error, false),
+            _ => ("(unreadable body)".into(), false),
+        };
+        phase.record(latency, Some(code.as_u16()), &detail, sent);
+        if acked {
+            acks[call_index].lock().expect("acks lock").insert(seqs[0]);
+        }
+        return;
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(body) if code.is_success() => {
+            let statuses = packet_statuses(&body);
+            let mut acked = acks[call_index].lock().expect("acks lock");
+            for (seq, _) in seqs.iter().zip(&statuses).filter(|(_, s)| is_ack(s)) {
+                acked.insert(*seq);
+            }
+            drop(acked);
+            phase.record(latency, Some(code.as_u16()), "", sent);
+        }
+        Ok(body) => {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
+            phase.record(latency, Some(code.as_u16()), error, sent);
+        }
+        Err(_) => phase.record(latency, Some(code.as_u16()), "(unreadable body)", sent),
     }
 }
 
 /// Streams every call's packets; one worker per connection in fast mode, one task per
 /// call (bounded by the connections) in paced mode.
-async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<String>>, acks: Arc<Acks>) -> Phase {
+async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, acks: Arc<Acks>) -> Phase {
     let chunk = args.batch.max(1);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
@@ -346,25 +437,26 @@ async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<String>>, a
 }
 
 /// `/healthz` as fast as possible over the same number of connections.
-async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Phase {
+async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Result<Phase, BoxError> {
+    // Parsed once, like the ingest URLs, so both phases pay the same per request.
+    let url = reqwest::Url::parse(&format!("{}/healthz", client.url))?;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, url) = (client.clone(), stop.clone(), url.clone());
         tasks.spawn(async move {
             let mut phase = Phase::new();
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
-                let status = match client.request(reqwest::Method::GET, "/healthz").send().await {
+                match client.request_url(reqwest::Method::GET, url.clone()).send().await {
                     Ok(r) => {
                         let code = r.status().as_u16();
                         let _ = r.bytes().await;
-                        code.to_string()
+                        phase.record(sent.elapsed(), Some(code), "", 0);
                     }
-                    Err(_) => "connection error".into(),
-                };
-                phase.record(sent.elapsed(), status, 0);
+                    Err(_) => phase.record(sent.elapsed(), None, "connection error", 0),
+                }
             }
             phase
         });
@@ -376,7 +468,7 @@ async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Phase {
         total.merge(&phase.expect("baseline task"));
     }
     total.elapsed = started.elapsed();
-    total
+    Ok(total)
 }
 
 /// A number anywhere in a JSON document under `key` (the first found, depth first).
@@ -389,14 +481,14 @@ fn find_u64(v: &Value, key: &str) -> Option<u64> {
 }
 
 /// Checks that each call stores exactly the packets it acknowledged.
-async fn verify(client: Arc<Client>, args: &Args, calls: &[String], acks: &Acks) -> Result<(), BoxError> {
+async fn verify(client: Arc<Client>, args: &Args, calls: &[Call], acks: &Acks) -> Result<(), BoxError> {
     let mut lost = 0u64;
     let mut extra = 0u64;
     let mut acked_total = 0u64;
     let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
     let mut tasks = JoinSet::new();
     for call in calls {
-        let (client, call, slots) = (client.clone(), call.clone(), slots.clone());
+        let (client, call, slots) = (client.clone(), call.id.clone(), slots.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let body = client.get_json(&format!("/v1/calls/{call}")).await;
@@ -404,10 +496,10 @@ async fn verify(client: Arc<Client>, args: &Args, calls: &[String], acks: &Acks)
         });
     }
     let index: std::collections::HashMap<&str, usize> =
-        calls.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        calls.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     while let Some(joined) = tasks.join_next().await {
         let (call, body) = joined?;
-        let acked = acks[index[call.as_str()]].lock().await.len() as u64;
+        let acked = acks[index[call.as_str()]].lock().expect("acks lock").len() as u64;
         acked_total += acked;
         let stored = match body {
             Ok(body) => find_u64(&body, "received").ok_or_else(|| format!("no 'received' counter in {body}"))?,
@@ -444,12 +536,12 @@ async fn count_state(client: &Client, prefix: &str, state: &str) -> Result<usize
 }
 
 /// Hangs up every call and waits until all are ARCHIVED or FAILED.
-async fn pipeline(client: Arc<Client>, args: &Args, calls: Arc<Vec<String>>, prefix: &str) -> Result<(), BoxError> {
+async fn pipeline(client: Arc<Client>, args: &Args, calls: Arc<Vec<Call>>, prefix: &str) -> Result<(), BoxError> {
     let started = Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
     let mut tasks = JoinSet::new();
     for call in calls.iter() {
-        let (client, slots, call) = (client.clone(), slots.clone(), call.clone());
+        let (client, slots, call) = (client.clone(), slots.clone(), call.id.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
             client
@@ -504,9 +596,13 @@ async fn main() -> Result<(), BoxError> {
         Arc::new(Client { http, url: args.url.trim_end_matches('/').to_owned(), api_key: args.api_key.clone() });
     client.get_json("/healthz").await.map_err(|e| format!("server not reachable at {}: {e}", args.url))?;
 
-    let mut calls: Vec<String> = (0..args.calls).map(|i| format!("{prefix}{i:06}")).collect();
-    calls.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
-    calls.sort();
+    let mut ids: Vec<String> = (0..args.calls).map(|i| format!("{prefix}{i:06}")).collect();
+    ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    ids.sort();
+    let calls = ids
+        .into_iter()
+        .map(|id| Ok(Call { url: client.ingest_url(&id, args.batch > 0)?, id }))
+        .collect::<Result<Vec<_>, BoxError>>()?;
     let calls = Arc::new(calls);
     let acks: Arc<Acks> = Arc::new((0..args.calls).map(|_| Mutex::new(HashSet::new())).collect());
     let mode = match (args.batch, args.pace_ms) {
@@ -522,7 +618,7 @@ async fn main() -> Result<(), BoxError> {
 
     let args = Arc::new(args);
     let base = if args.baseline_secs > 0 {
-        let base = baseline(client.clone(), args.connections, args.baseline_secs).await;
+        let base = baseline(client.clone(), args.connections, args.baseline_secs).await?;
         base.print("baseline GET /healthz");
         Some(base)
     } else {

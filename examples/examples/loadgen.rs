@@ -97,6 +97,9 @@ struct Phase {
     requests: u64,
     packets: u64,
     latency_us: Histogram<u64>,
+    /// Paced mode: how late the generator itself sent each request after it was due
+    /// (time it spent waiting for a connection slot or for a CPU, not the server's).
+    late_us: Histogram<u64>,
     statuses: BTreeMap<String, u64>,
     /// Scratch for the status key, so recording a known status allocates nothing.
     key: String,
@@ -109,6 +112,7 @@ impl Phase {
             requests: 0,
             packets: 0,
             latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
+            late_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             statuses: BTreeMap::new(),
             key: String::new(),
         }
@@ -118,6 +122,7 @@ impl Phase {
         self.requests += other.requests;
         self.packets += other.packets;
         self.latency_us.add(&other.latency_us).expect("same bounds");
+        self.late_us.add(&other.late_us).expect("same bounds");
         for (k, v) in &other.statuses {
             *self.statuses.entry(k.clone()).or_default() += v;
         }
@@ -167,6 +172,17 @@ impl Phase {
             ms(0.999),
             self.latency_us.max() as f64 / 1000.0
         );
+        if !self.late_us.is_empty() {
+            let late = |q: f64| self.late_us.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "  of which sent late by the generator, ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                late(0.5),
+                late(0.9),
+                late(0.99),
+                late(0.999),
+                self.late_us.max() as f64 / 1000.0
+            );
+        }
         let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("  statuses: {}", statuses.join(", "));
     }
@@ -422,6 +438,7 @@ async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, ack
                     let due = start + period * n as u32;
                     tokio::time::sleep_until(due).await;
                     let _slot = slots.acquire().await.expect("semaphore open");
+                    phase.late_us.saturating_record(due.elapsed().as_micros().max(1) as u64);
                     send(&client, &args, (&calls[i], i), seqs, due.into_std(), &mut phase, &acks).await;
                 }
                 phase

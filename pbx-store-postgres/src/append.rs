@@ -13,7 +13,8 @@
 //! still `IN_PROGRESS` and holds nothing at or above the batch's first sequence for
 //! it, inserts the packets and moves the counters. It returns the counters as locked,
 //! so the verdicts are replayed here with [`OrderingCounters::observe`], the same code
-//! as the general path's. When some call does not qualify (new, closed, or a
+//! as the general path's. A batch holding a call's sequence 1 skips the statement: such
+//! a call is nearly always new. When some call does not qualify (new, closed, or a
 //! retransmission or late packet), the statement wrote nothing and the batch goes
 //! through the general path: a batch is stored whole or not at all, as the store
 //! contract says. The answer arrives after the implicit commit, so an acknowledged
@@ -237,7 +238,10 @@ async fn append_fast(
             })
             .or_insert(Stream { n: 1, first: sequence, last: sequence, increasing: true });
     }
-    if !streams.values().all(|s| s.increasing) {
+    // A stream starting at sequence 1 is almost always a new call, which the statement
+    // cannot create: trying it would cost a wasted round trip (and a commit, since its
+    // row locks are writes). Only a routing hint; either path is correct for any batch.
+    if !streams.values().all(|s| s.increasing && s.first > 1) {
         return Ok(None);
     }
     // BTreeMap: the ids in byte order, the order every statement locks in.

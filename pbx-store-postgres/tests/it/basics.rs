@@ -262,6 +262,17 @@ async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_an
     let out = append_ok(&store, &[packet("a", 7), packet("c", 1)], at(20)).await;
     assert_eq!(out.iter().map(|a| a.created_call).collect::<Vec<_>>(), [false, true]);
 
+    // A new call whose first packet is not sequence 1 reaches the one statement, which
+    // must then write nothing (`c` included) and leave the batch to the general path.
+    let out = append_ok(&store, &[packet("c", 2), packet("d", 3)], at(25)).await;
+    assert_eq!(
+        out.iter().map(|a| (a.order, a.created_call)).collect::<Vec<_>>(),
+        [(PacketOrder::InOrder, false), (PacketOrder::Gap { missing: SeqRange { first: 1, last: 2 } }, true)]
+    );
+    let c = store.get(&id("c"), 10).await.unwrap();
+    assert_eq!(c.ordering.counters, OrderingCounters { received: 2, highest: 2, duplicates: 0, out_of_order: 0 });
+    assert_eq!(store.packets(&id("d")).await.unwrap().len(), 1);
+
     // In order for `a`, but a late packet for `b`: the general path, still one batch.
     let out = append_ok(&store, &[packet("a", 8), packet("b", 2)], at(30)).await;
     assert_eq!(out.iter().map(|a| a.order).collect::<Vec<_>>(), [PacketOrder::InOrder, PacketOrder::OutOfOrder]);

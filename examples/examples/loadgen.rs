@@ -588,6 +588,14 @@ async fn pipeline(client: Arc<Client>, args: &Args, calls: Arc<Vec<Call>>, prefi
                 elapsed.as_secs_f64(),
                 done as f64 / elapsed.as_secs_f64()
             );
+            // The server's own gauge: the processor must never have had more AI
+            // requests in flight than its concurrency.
+            if let Ok(status) = client.get_json("/v1/processor").await {
+                println!(
+                    "processor: at most {} AI requests in flight at once (concurrency {})",
+                    status["ai_requests_peak"], status["concurrency"]
+                );
+            }
             return if done >= calls.len() { Ok(()) } else { Err("AI pipeline timed out".into()) };
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -26,7 +26,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    fn new(error: &str, message: impl Into<String>) -> Json<Self> {
+    pub(crate) fn new(error: &str, message: impl Into<String>) -> Json<Self> {
         Json(Self { error: error.to_owned(), message: message.into() })
     }
 }

@@ -123,9 +123,10 @@ impl Server {
         let processor = if settings.no_processor {
             None
         } else {
-            let processor = Processor::new(&gateway, ai, settings.processor_config())
-                .map_err(|e| ServerError::Config(e.to_string()))?;
-            Some(processor.spawn())
+            Some(
+                Processor::new(&gateway, ai, settings.processor_config())
+                    .map_err(|e| ServerError::Config(e.to_string()))?,
+            )
         };
         let addr = settings.bind;
         let io = |source| ServerError::Io { addr, source };
@@ -135,7 +136,8 @@ impl Server {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
-        let app = build_app(gateway.clone(), settings.app_options());
+        let app = build_app(gateway.clone(), AppOptions { processor: processor.clone(), ..settings.app_options() });
+        let processor = processor.map(Processor::spawn);
         Ok(Self { acceptor, local_addr, gateway, processor, app, settings })
     }
 

@@ -249,7 +249,7 @@ impl Settings {
 
     /// The HTTP app's options.
     pub fn app_options(&self) -> AppOptions {
-        AppOptions { keys: self.keys(), body_limit: self.body_limit, public_url: None }
+        AppOptions { keys: self.keys(), body_limit: self.body_limit, public_url: None, processor: None }
     }
 
     /// The gateway's settings.

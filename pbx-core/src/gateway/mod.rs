@@ -19,7 +19,7 @@ use crate::store::{
 mod ingest;
 mod processor;
 
-pub use processor::{Processor, ProcessorConfig, ProcessorHandle};
+pub use processor::{Processor, ProcessorConfig, ProcessorHandle, ProcessorStatus};
 
 /// The default bound on a group-commit batch.
 pub const DEFAULT_MAX_GROUP_BATCH: usize = 1024;

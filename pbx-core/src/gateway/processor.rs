@@ -20,6 +20,7 @@
 //! Every retry lives in the store (`next_attempt_at`, `failures`), so a crash loses
 //! nothing: the lease expires and any processor picks the call up again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,6 +157,8 @@ struct Inner {
     /// Transcripts of calls whose sentiment step failed, for their retries.
     transcripts: TranscriptCache,
     slots: Arc<Semaphore>,
+    /// AI requests (transcription or sentiment) awaiting an answer.
+    ai_gauge: Gauge,
     /// Becomes `true` when running attempts must give their leases back.
     abort: watch::Receiver<bool>,
     abort_tx: watch::Sender<bool>,
@@ -193,6 +196,7 @@ impl Processor {
                 rng: Mutex::new(rng),
                 transcripts: TranscriptCache::default(),
                 slots,
+                ai_gauge: Gauge::default(),
                 abort,
                 abort_tx,
             }),
@@ -207,6 +211,17 @@ impl Processor {
     /// AI attempts running right now (never more than `concurrency`).
     pub fn in_flight(&self) -> usize {
         self.inner.config.concurrency - self.inner.slots.available_permits()
+    }
+
+    /// What the processor is doing: its AI requests in flight now and at most so far.
+    pub fn status(&self) -> ProcessorStatus {
+        ProcessorStatus {
+            worker_id: self.inner.config.worker_id.clone(),
+            concurrency: self.inner.config.concurrency,
+            attempts_in_flight: self.in_flight(),
+            ai_requests_in_flight: self.inner.ai_gauge.current.load(Ordering::Relaxed),
+            ai_requests_peak: self.inner.ai_gauge.peak.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs in the background until shut down. Build it inside a Tokio runtime.
@@ -393,11 +408,12 @@ impl Processor {
         let ai = inner.ai.clone();
         let this = self.clone();
         let work = async move {
+            let gauge = &this.inner.ai_gauge;
             let transcript = match cached {
                 Some(transcript) => transcript,
-                None => ai.transcribe(&request).await?,
+                None => gauge.track(ai.transcribe(&request)).await?,
             };
-            match ai.analyze_sentiment(&request.call_id, &request.idempotency_key(), &transcript).await {
+            match gauge.track(ai.analyze_sentiment(&request.call_id, &request.idempotency_key(), &transcript)).await {
                 Ok(sentiment) => Ok(AiResult { transcript: transcript.text, sentiment }),
                 Err(error) => {
                     // A call's packets never change after hang-up, so its transcript
@@ -578,5 +594,45 @@ impl ProcessorHandle {
 impl std::fmt::Debug for dyn AiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("dyn AiClient")
+    }
+}
+
+/// A snapshot of a [`Processor`] ([`Processor::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessorStatus {
+    /// Names this worker's leases.
+    pub worker_id: WorkerId,
+    /// Most attempts (and so AI requests) in flight at once.
+    pub concurrency: usize,
+    /// Attempts running now.
+    pub attempts_in_flight: usize,
+    /// AI requests awaiting an answer now.
+    pub ai_requests_in_flight: usize,
+    /// The most AI requests that were ever awaiting an answer at once; never more than
+    /// `concurrency`, since an attempt sends one request at a time.
+    pub ai_requests_peak: usize,
+}
+
+/// Counts futures in flight and remembers the most at once.
+#[derive(Debug, Default)]
+struct Gauge {
+    current: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// Runs `work`, counted from its first poll until it finishes or is dropped.
+    async fn track<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        let _counted = Counted(&self.current);
+        work.await
     }
 }

@@ -472,12 +472,16 @@ pub async fn processor_never_exceeds_its_concurrency(store: Arc<dyn CallStore>) 
     }
     within("4 attempts in flight", ai.wait_in_flight(4)).await;
     assert_eq!(p.in_flight(), 4);
+    let status = p.status();
+    assert_eq!((status.concurrency, status.attempts_in_flight, status.ai_requests_in_flight), (4, 4, 4));
     ai.open_gate();
     until_terminal(&mut events, &gateway, &calls).await;
     for call in &calls {
         assert_eq!(snapshot(&gateway, call).await.state, CallState::Archived);
     }
     assert_eq!(ai.max_in_flight(), 4);
+    let status = p.status();
+    assert_eq!((status.ai_requests_in_flight, status.ai_requests_peak), (0, 4), "the processor's own gauge agrees");
     assert_eq!(ai.total_attempts(), 12, "each call ran exactly once");
     handle.shutdown(Duration::from_secs(5)).await;
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pbx_core::gateway::Gateway;
+use pbx_core::gateway::{Gateway, Processor};
 use poem::http::Method;
 use poem::{Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -15,6 +15,7 @@ pub mod calls;
 pub mod events;
 pub mod health;
 pub mod packets;
+pub mod processor;
 pub mod types;
 
 /// The default limit on a request body, in bytes (2 MiB).
@@ -25,6 +26,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 pub(crate) struct Ctx {
     pub(crate) gateway: Gateway,
     pub(crate) keys: Arc<ApiKeys>,
+    /// The AI processor running in this process, if any.
+    pub(crate) processor: Option<Processor>,
 }
 
 /// Groups of operations in the docs.
@@ -36,6 +39,8 @@ pub(crate) enum ApiTags {
     Calls,
     /// The live event feed (role `supervisor`).
     Events,
+    /// The AI processor of this server (role `supervisor`).
+    Processor,
     /// Liveness and readiness probes.
     Health,
 }
@@ -49,11 +54,13 @@ pub struct AppOptions {
     pub body_limit: usize,
     /// The base URL shown in the docs (`None`: relative).
     pub public_url: Option<String>,
+    /// The AI processor whose status `GET /v1/processor` shows (`None`: none runs here).
+    pub processor: Option<Processor>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { keys: ApiKeys::open(), body_limit: DEFAULT_BODY_LIMIT, public_url: None }
+        Self { keys: ApiKeys::open(), body_limit: DEFAULT_BODY_LIMIT, public_url: None, processor: None }
     }
 }
 
@@ -63,6 +70,7 @@ fn service(ctx: &Ctx, public_url: Option<&str>) -> OpenApiService<impl poem_open
         packets::PacketsApi { ctx: ctx.clone() },
         calls::CallsApi { ctx: ctx.clone() },
         events::EventsApi { ctx: ctx.clone() },
+        processor::ProcessorApi { ctx: ctx.clone() },
         health::HealthApi { ctx: ctx.clone() },
     );
     let service = OpenApiService::new(apis, "pbx", env!("CARGO_PKG_VERSION")).description(
@@ -84,7 +92,7 @@ pub type App = poem::endpoint::BoxEndpoint<'static, Response>;
 /// The whole HTTP app over `gateway`: the API, Swagger UI at `/docs`, the spec at
 /// `/openapi.json`, JSON errors for everything, and the body limit.
 pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
-    let ctx = Ctx { gateway, keys: Arc::new(options.keys) };
+    let ctx = Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor };
     let api = service(&ctx, options.public_url.as_deref());
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();

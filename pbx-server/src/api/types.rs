@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use pbx_core::CallState;
 use pbx_core::events::Event;
+use pbx_core::gateway::ProcessorStatus;
 use pbx_core::ordering::{OrderingReport, PacketOrder, SeqRange};
 use pbx_core::state::Transition;
 use pbx_core::store::{Appended, CallPage, CallSnapshot, CallSummary, PacketOutcome};
@@ -435,6 +436,33 @@ impl From<CallPage> for CallPageView {
         Self {
             calls: p.calls.into_iter().map(Into::into).collect(),
             next_cursor: p.next.map(pbx_core::CallId::into_string),
+        }
+    }
+}
+
+/// What an AI processor is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ProcessorView {
+    /// The name its leases carry.
+    pub worker_id: String,
+    /// Most attempts, and so AI requests, in flight at once.
+    pub concurrency: u64,
+    /// Attempts running now.
+    pub attempts_in_flight: u64,
+    /// AI requests (transcription or sentiment) awaiting an answer now.
+    pub ai_requests_in_flight: u64,
+    /// The most AI requests ever awaiting an answer at once since the server started.
+    pub ai_requests_peak: u64,
+}
+
+impl From<ProcessorStatus> for ProcessorView {
+    fn from(s: ProcessorStatus) -> Self {
+        Self {
+            worker_id: s.worker_id.to_string(),
+            concurrency: s.concurrency as u64,
+            attempts_in_flight: s.attempts_in_flight as u64,
+            ai_requests_in_flight: s.ai_requests_in_flight as u64,
+            ai_requests_peak: s.ai_requests_peak as u64,
         }
     }
 }

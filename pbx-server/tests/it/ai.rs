@@ -100,3 +100,32 @@ async fn exhausted_retries_fail_with_the_last_error_and_redrive_recovers() {
     let again = app.request(Method::POST, "/v1/calls/tired/retry", None, None).await;
     assert_eq!((again.status, again.error_code().as_str()), (StatusCode::CONFLICT, "invalid_transition"));
 }
+
+/// `GET /v1/processor` shows the processor's gauges; a server without one answers 404,
+/// and the route wants the supervisor role.
+#[tokio::test]
+async fn processor_status_shows_its_gauges() {
+    let app = TestApp::with_ai(Arc::new(ScriptedAi::new()), fast_retry(3));
+    let before = app.get("/v1/processor").await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    let before = before.json();
+    assert_eq!(before["concurrency"], 64);
+    assert_eq!((before["ai_requests_in_flight"].as_u64(), before["ai_requests_peak"].as_u64()), (Some(0), Some(0)));
+    assert!(before["worker_id"].as_str().is_some_and(|w| !w.is_empty()), "{before}");
+
+    let (state, _) = run_call(&app, "gauged").await;
+    assert_eq!(state, CallState::Archived);
+    let after = app.get("/v1/processor").await.json();
+    assert_eq!(after["ai_requests_in_flight"], 0);
+    assert_eq!(after["attempts_in_flight"], 0);
+    assert_eq!(after["ai_requests_peak"], 1, "one call, one request at a time: {after}");
+
+    let none = TestApp::new().get("/v1/processor").await;
+    assert_eq!((none.status, none.error_code()), (StatusCode::NOT_FOUND, "no_processor".to_owned()));
+
+    let keyed = TestApp::with_keys(&["ingest:ingest-key-0001", "supervisor:super-key-0001"]);
+    let refused = keyed.request(Method::GET, "/v1/processor", None, Some("ingest-key-0001")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let allowed = keyed.request(Method::GET, "/v1/processor", None, Some("super-key-0001")).await;
+    assert_eq!(allowed.status, StatusCode::NOT_FOUND, "authorized, but no processor runs there");
+}

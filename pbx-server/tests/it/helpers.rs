@@ -25,7 +25,8 @@ pub(crate) const SEED_PACKET: &str = r#"{"sequence":1,"data":"audio_chunk_1","ti
 pub(crate) struct TestApp {
     pub(crate) client: TestClient<App>,
     pub(crate) gateway: Gateway,
-    pub(crate) processor: Option<ProcessorHandle>,
+    /// Held for the test's length (dropping it would leave the processor running anyway).
+    _processor: Option<ProcessorHandle>,
 }
 
 /// An HTTP answer.
@@ -68,7 +69,7 @@ impl TestApp {
         init_test_log();
         let gateway = Gateway::new(store, config).expect("gateway");
         let client = TestClient::new(build_app(gateway.clone(), options));
-        Self { client, gateway, processor: None }
+        Self { client, gateway, _processor: None }
     }
 
     /// With API keys `role:key`.
@@ -79,11 +80,13 @@ impl TestApp {
 
     /// With a processor running `ai` under `retry`.
     pub(crate) fn with_ai(ai: Arc<dyn AiClient>, retry: RetryPolicy) -> Self {
-        let mut app = Self::new();
+        init_test_log();
+        let gateway = Gateway::new(Arc::new(MemoryCallStore::new()), GatewayConfig::default()).expect("gateway");
         let config = ProcessorConfig { retry, seed: Some(7), idle_timeout: None, ..ProcessorConfig::default() };
-        let processor = Processor::new(&app.gateway, ai, config).expect("processor config");
-        app.processor = Some(processor.spawn());
-        app
+        let processor = Processor::new(&gateway, ai, config).expect("processor config");
+        let options = AppOptions { processor: Some(processor.clone()), ..AppOptions::default() };
+        let client = TestClient::new(build_app(gateway.clone(), options));
+        Self { client, gateway, _processor: Some(processor.spawn()) }
     }
 
     pub(crate) async fn request(&self, method: Method, path: &str, body: Option<&str>, key: Option<&str>) -> Reply {

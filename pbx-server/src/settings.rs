@@ -101,8 +101,9 @@ pub struct Settings {
     #[arg(long, env = "PBX_GROUP_BATCH", default_value_t = DEFAULT_MAX_GROUP_BATCH)]
     pub group_batch: usize,
 
-    /// Group commit: store writes running in parallel.
-    #[arg(long, env = "PBX_WRITERS", default_value_t = 2)]
+    /// Group commit: store writes running in parallel. One measured best on 2 cores
+    /// (bigger batches); try more where PostgreSQL has cores to spare.
+    #[arg(long, env = "PBX_WRITERS", default_value_t = 1)]
     pub writers: usize,
 
     /// Share of simulated AI requests that fail (retryably), from 0 to 1.

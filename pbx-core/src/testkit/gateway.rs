@@ -37,6 +37,7 @@ macro_rules! gateway_conformance {
     (#[$meta:meta] setup($($arg:ident : $ty:ty),* $(,)?) => $make:expr $(,)?) => {
         $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) ($make);
             group_commit_answers_every_caller,
+            several_writers_keep_each_calls_order,
             ingest_publishes_events,
             batch_limits_refuse_everything,
             processor_archives_a_completed_call,
@@ -195,6 +196,53 @@ pub async fn group_commit_answers_every_caller(store: Arc<dyn CallStore>) {
     assert_eq!(snap.ordering.counters.duplicates, 0);
     assert_eq!(snap.ordering.counters.missing(), 0);
     assert_eq!(gateway.packets(&call).await.expect("packets").len(), 500);
+}
+
+/// Three group-commit writers, twelve calls streaming at once, each call's 40 packets
+/// queued in order without waiting for answers: a call always goes to the same writer,
+/// so every packet is answered in order and nothing is reordered or lost.
+pub async fn several_writers_keep_each_calls_order(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig { writers: 3, ..GatewayConfig::default() }).expect("valid config");
+    let calls: Vec<CallId> = (0..12).map(|i| id(&format!("writers-{i:02}"))).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for call in calls.clone() {
+        let gateway = gateway.clone();
+        tasks.spawn(async move {
+            let answers = join_in_order((1..=40).map(|seq| gateway.ingest(call.clone(), packet(seq))).collect()).await;
+            (call, answers)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (call, answers) = done.expect("task ran");
+        for (seq, answer) in (1..).zip(answers) {
+            let appended = answer.unwrap_or_else(|e| panic!("{call} #{seq}: {e}"));
+            assert_eq!(appended.order, PacketOrder::InOrder, "{call} #{seq}");
+        }
+        let counters = snapshot(&gateway, &call).await.ordering.counters;
+        assert_eq!((counters.received, counters.highest, counters.out_of_order), (40, 40, 0), "{call}");
+    }
+}
+
+/// Polls `futures` in order, each until it waits, then all of them until done: the
+/// first poll of each runs before the next one's (so their queueing order is theirs).
+async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
 
 /// Ingest publishes the call's creation and its ordering anomalies, and refuses what

@@ -4,7 +4,10 @@
 -- per batch: 15 % of PostgreSQL's CPU time in a single-packet ingest profile (perf,
 -- `textregexeq` under `ExecConstraints`). A call id never changes, so the same rule
 -- now runs only where an id is written: on INSERT and on an UPDATE of the id itself.
--- It answers with the same SQLSTATE as the CHECK did (23514, check_violation).
+-- It answers with the same SQLSTATE as the CHECK did (23514, check_violation). Unlike
+-- a CHECK, a trigger can be switched off by the table's owner or a superuser
+-- (session_replication_role = replica, DISABLE TRIGGER, pg_restore --disable-triggers);
+-- the primary key still refuses NULL and duplicate ids.
 ALTER TABLE calls DROP CONSTRAINT IF EXISTS calls_call_id_check;
 
 CREATE OR REPLACE FUNCTION pbx_check_call_id() RETURNS trigger

@@ -323,7 +323,10 @@ pub struct AttemptFailure {
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
     /// Appends a batch of packets, for one call or many, answering one outcome per
-    /// packet in input order. Fails as a whole only when nothing of it was stored.
+    /// packet in input order. The batch is stored whole or not at all. An error means
+    /// nothing was stored, except where the store cannot know: a connection lost (or
+    /// the call cancelled) after the batch reached a remote store may leave it stored.
+    /// Appending the same batch again is safe: what was stored answers `Duplicate`.
     async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError>;
 
     /// Hangs up a call: IN_PROGRESS -> COMPLETED, its AI work due at `now`. A no-op

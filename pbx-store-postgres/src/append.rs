@@ -48,6 +48,8 @@
 //! the fast statement's one when some of its calls looked eligible for it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 
 use chrono::{DateTime, Utc};
 use pbx_core::ordering::OrderingCounters;
@@ -198,16 +200,47 @@ struct LockedCall {
 /// Appends a batch; see the module docs.
 pub(crate) async fn append(
     pool: &PgPool,
+    gate: &FastPathGate,
     batch: &[NewPacket],
     now: DateTime<Utc>,
 ) -> Result<Vec<PacketOutcome>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(outcomes) = append_fast(pool, batch, now).await? {
+    if gate.should_try()
+        && let Some(outcomes) = append_fast(pool, gate, batch, now).await?
+    {
         return Ok(outcomes);
     }
     append_general(pool, batch, now).await
+}
+
+/// When to try the one-statement path. A miss (the statement ran but wrote nothing,
+/// because some call did not qualify) costs a round trip and a commit before the
+/// general path runs. Where streams are lossy (retransmissions, late packets), most
+/// batches miss: measured, 64 calls with 5 % of packets swapped and 2 % sent twice
+/// fell from 15.6k to 8.7-13.1k packets/s. So after `m` misses in a row the next
+/// `2^m - 1` batches (at most 63) skip the statement; a batch it stores resets that.
+#[derive(Debug, Default)]
+pub(crate) struct FastPathGate {
+    misses: AtomicU32,
+    skip: AtomicU32,
+}
+
+impl FastPathGate {
+    /// Whether this batch should try the statement (consumes one skip otherwise).
+    fn should_try(&self) -> bool {
+        self.skip.fetch_update(Relaxed, Relaxed, |skip| skip.checked_sub(1)).is_err()
+    }
+
+    fn hit(&self) {
+        self.misses.store(0, Relaxed);
+    }
+
+    fn miss(&self) {
+        let misses = self.misses.fetch_add(1, Relaxed).saturating_add(1).min(6);
+        self.skip.store((1 << misses) - 1, Relaxed);
+    }
 }
 
 /// A call's packets in a batch, for the fast path.
@@ -223,6 +256,7 @@ struct Stream {
 /// wrote nothing because some call of the batch does not qualify.
 async fn append_fast(
     pool: &PgPool,
+    gate: &FastPathGate,
     batch: &[NewPacket],
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<PacketOutcome>>, StoreError> {
@@ -275,8 +309,10 @@ async fn append_fast(
         .map_err(store_error)?;
 
     if rows.len() != ids.len() || !rows.iter().all(|r| r.written) {
+        gate.miss();
         return Ok(None);
     }
+    gate.hit();
     // Replay the verdicts from the counters as locked.
     let mut counters: HashMap<&str, OrderingCounters> = HashMap::with_capacity(rows.len());
     for row in &rows {
@@ -466,4 +502,33 @@ async fn read_stored(
         stored.entry(call_id).or_default().insert(sequence, data);
     }
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastPathGate;
+
+    /// How many of the next `n` batches would try the statement.
+    fn tries(gate: &FastPathGate, n: usize) -> usize {
+        (0..n).filter(|_| gate.should_try()).count()
+    }
+
+    #[test]
+    fn the_gate_backs_off_after_misses_and_resets_on_a_hit() {
+        let gate = FastPathGate::default();
+        assert_eq!(tries(&gate, 10), 10, "a fresh gate always tries");
+        gate.miss();
+        assert_eq!(tries(&gate, 2), 1, "one miss skips one batch");
+        gate.miss();
+        assert_eq!(tries(&gate, 4), 1, "two in a row skip three");
+        for _ in 0..20 {
+            gate.miss();
+        }
+        assert_eq!(tries(&gate, 64), 1, "the skip is capped at 63");
+        gate.hit();
+        gate.miss();
+        assert_eq!(tries(&gate, 2), 1, "a hit resets the count of misses");
+        gate.hit();
+        assert_eq!(tries(&gate, 5), 5);
+    }
 }

@@ -148,12 +148,14 @@ impl PgStoreOptions {
 pub struct PgCallStore {
     pool: PgPool,
     listener: listener::WorkListener,
+    /// When appends try their one-statement path.
+    fast_path: append::FastPathGate,
 }
 
 impl PgCallStore {
     /// A store over an existing pool (whose database is migrated, see [`MIGRATOR`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, listener: listener::WorkListener::default() }
+        Self { pool, listener: listener::WorkListener::default(), fast_path: append::FastPathGate::default() }
     }
 
     /// Connects with the default [`PgStoreOptions`]. Does not migrate.
@@ -195,7 +197,7 @@ impl PgCallStore {
 impl CallStore for PgCallStore {
     #[tracing::instrument(level = "debug", skip_all, fields(packets = batch.len()), err)]
     async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
-        append::append(&self.pool, batch, now).await
+        append::append(&self.pool, &self.fast_path, batch, now).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]

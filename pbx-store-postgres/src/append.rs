@@ -18,7 +18,8 @@
 //! retransmission or late packet), the statement wrote nothing and the batch goes
 //! through the general path: a batch is stored whole or not at all, as the store
 //! contract says. The answer arrives after the implicit commit, so an acknowledged
-//! packet is durable either way.
+//! packet is durable either way. While the statement keeps missing (lossy streams),
+//! [`FastPathGate`] sends batches straight to the general path for a while.
 //!
 //! Why: on a 2-core machine under load each round trip waits for both processes to be
 //! scheduled (measured: about 240 µs for a bare `BEGIN`), and the general path's four
@@ -45,7 +46,7 @@
 //! 6. `COMMIT`.
 //!
 //! So a batch costs 4 round trips (5 when it holds retransmitted or late packets), plus
-//! the fast statement's one when some of its calls looked eligible for it.
+//! the fast statement's one when the batch looked eligible for it but missed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU32;

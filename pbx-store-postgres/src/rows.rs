@@ -1,6 +1,6 @@
 //! Rows as PostgreSQL returns them, and their conversion into pbx-core's records.
 //! Every conversion is checked: a value the domain cannot hold is a
-//! [`CorruptRow`](crate::error::CorruptRow) error, never a panic.
+//! [`CorruptRow`] error, never a panic.
 
 use chrono::{DateTime, Utc};
 use pbx_core::ai::{AiResult, Sentiment, SentimentLabel};

@@ -26,8 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Uri};
+use hyper_util::rt::TokioIo;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -35,6 +41,9 @@ use std::sync::Mutex;
 use tokio::task::JoinSet;
 
 type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A measured request that takes longer is counted as a timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Load generator for pbx-server.
 #[derive(Debug, Clone, Parser)]
@@ -276,22 +285,11 @@ struct Client {
 
 impl Client {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.request_url(method, format!("{}{path}", self.url))
-    }
-
-    fn request_url(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, url);
+        let r = self.http.request(method, format!("{}{path}", self.url));
         match &self.api_key {
             Some(key) => r.bearer_auth(key),
             None => r,
         }
-    }
-
-    /// The URL packets of `call` are posted to, parsed once per call rather than per
-    /// request.
-    fn ingest_url(&self, call: &str, batch: bool) -> Result<reqwest::Url, BoxError> {
-        let path = if batch { format!("/v1/calls/{call}/packets/batch") } else { format!("/ingest/{call}") };
-        Ok(reqwest::Url::parse(&format!("{}{path}", self.url))?)
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BoxError> {
@@ -305,6 +303,92 @@ impl Client {
     }
 }
 
+/// Where the measured requests go, resolved once.
+struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    host: HeaderValue,
+    auth: Option<HeaderValue>,
+}
+
+impl Target {
+    fn parse(url: &str, api_key: Option<&str>) -> Result<Self, BoxError> {
+        let uri: Uri = url.parse().map_err(|e| format!("--url {url}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("--url {url}: the load generator speaks plain http:// only").into());
+        }
+        let authority = uri.authority().ok_or_else(|| format!("--url {url}: no host"))?;
+        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let auth = api_key.map(|key| HeaderValue::try_from(format!("Bearer {key}"))).transpose()?;
+        Ok(Self { addr, host: HeaderValue::try_from(authority.as_str())?, auth })
+    }
+}
+
+/// Why a measured request got no answer.
+enum Failure {
+    Connect,
+    Timeout,
+}
+
+async fn connect(target: &Target) -> Result<http1::SendRequest<Full<Bytes>>, BoxError> {
+    let stream = tokio::net::TcpStream::connect(&target.addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One keep-alive HTTP/1.1 connection for the measured requests (ingest and the
+/// `/healthz` baseline), driven by hyper directly. Through reqwest each request also
+/// paid a pool lookup, URL conversions and redirect handling: the generator used as
+/// much CPU as the server it measures. It reconnects after an error.
+struct Conn {
+    target: Arc<Target>,
+    sender: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    fn new(target: Arc<Target>) -> Self {
+        Self { target, sender: None }
+    }
+
+    /// Sends one request with a JSON body (or none) and reads the whole answer.
+    async fn request(&mut self, method: Method, path: &Uri, body: Option<String>) -> Result<(u16, Bytes), Failure> {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(method, path, body)).await;
+        match answer {
+            Ok(Ok(answer)) => Ok(answer),
+            // The connection may be mid-answer: start afresh.
+            Ok(Err(_)) => {
+                self.sender = None;
+                Err(Failure::Connect)
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    async fn exchange(&mut self, method: Method, path: &Uri, body: Option<String>) -> Result<(u16, Bytes), BoxError> {
+        let sender = match &mut self.sender {
+            Some(sender) => sender,
+            empty => empty.insert(connect(&self.target).await?),
+        };
+        sender.ready().await?;
+        let mut request = hyper::Request::builder().method(method).uri(path.clone()).header(HOST, &self.target.host);
+        if let Some(auth) = &self.target.auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let request = match body {
+            Some(body) => request.header(CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(body)))?,
+            None => request.body(Full::new(Bytes::new()))?,
+        };
+        let response = sender.send_request(request).await?;
+        let code = response.status().as_u16();
+        Ok((code, response.into_body().collect().await?.to_bytes()))
+    }
+}
+
 /// The acknowledged sequences of each call.
 type Acks = Vec<Mutex<HashSet<u64>>>;
 
@@ -312,7 +396,7 @@ type Acks = Vec<Mutex<HashSet<u64>>>;
 struct Call {
     id: String,
     /// Where its packets are posted.
-    url: reqwest::Url,
+    path: Uri,
 }
 
 /// Statuses of the packets in a batch answer, wherever the array sits.
@@ -335,7 +419,7 @@ fn is_ack(status: &str) -> bool {
 
 /// Sends one request of `seqs` for `call`; records latency from `due` and the acks.
 async fn send(
-    client: &Client,
+    conn: &mut Conn,
     args: &Args,
     (call, call_index): (&Call, usize),
     seqs: &[u64],
@@ -347,67 +431,109 @@ async fn send(
     // Packets sent, answered or not: the offered load.
     let sent = seqs.len() as u64;
     let body = request_body(&call.id, seqs, args.data_bytes, batch);
-    let result = client
-        .request_url(reqwest::Method::POST, call.url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            phase.record(due.elapsed(), None, if e.is_timeout() { "timeout" } else { "connection error" }, sent);
+    let (code, bytes) = match conn.request(Method::POST, &call.path, Some(body)).await {
+        Ok(answer) => answer,
+        Err(failure) => {
+            let detail = match failure {
+                Failure::Timeout => "timeout",
+                Failure::Connect => "connection error",
+            };
+            phase.record(due.elapsed(), None, detail, sent);
             return;
         }
-    };
-    let code = response.status();
-    let Ok(bytes) = response.bytes().await else {
-        phase.record(due.elapsed(), Some(code.as_u16()), "(unreadable body)", sent);
-        return;
     };
     let latency = due.elapsed();
     if !batch {
         let (detail, acked) = match serde_json::from_slice::<Answer>(&bytes) {
-            Ok(Answer { status: Some(status), .. }) if code.is_success() => {
+            Ok(Answer { status: Some(status), .. }) if (200..300).contains(&code) => {
                 let acked = is_ack(&status);
                 (status, acked)
             }
             Ok(Answer { error: Some(error), .. }) => (error, false),
             _ => ("(unreadable body)".into(), false),
         };
-        phase.record(latency, Some(code.as_u16()), &detail, sent);
+        phase.record(latency, Some(code), &detail, sent);
         if acked {
             acks[call_index].lock().expect("acks lock").insert(seqs[0]);
         }
         return;
     }
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(body) if code.is_success() => {
+        Ok(body) if (200..300).contains(&code) => {
             let statuses = packet_statuses(&body);
             let mut acked = acks[call_index].lock().expect("acks lock");
             for (seq, _) in seqs.iter().zip(&statuses).filter(|(_, s)| is_ack(s)) {
                 acked.insert(*seq);
             }
             drop(acked);
-            phase.record(latency, Some(code.as_u16()), "", sent);
+            phase.record(latency, Some(code), "", sent);
         }
         Ok(body) => {
             let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
-            phase.record(latency, Some(code.as_u16()), error, sent);
+            phase.record(latency, Some(code), error, sent);
         }
-        Err(_) => phase.record(latency, Some(code.as_u16()), "(unreadable body)", sent),
+        Err(_) => phase.record(latency, Some(code), "(unreadable body)", sent),
+    }
+}
+
+/// Paced mode's connections, lent to whichever call is due.
+struct Pool {
+    idle: Mutex<Vec<Conn>>,
+    free: tokio::sync::Semaphore,
+}
+
+/// A connection on loan; back to the pool when dropped.
+struct Lent<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Pool {
+    fn new(target: &Arc<Target>, connections: usize) -> Self {
+        let idle = (0..connections).map(|_| Conn::new(target.clone())).collect();
+        Self { idle: Mutex::new(idle), free: tokio::sync::Semaphore::new(connections) }
+    }
+
+    async fn take(&self) -> Lent<'_> {
+        let permit = self.free.acquire().await.expect("semaphore open");
+        // A permit guarantees an idle connection.
+        let conn = self.idle.lock().expect("pool lock").pop();
+        Lent { pool: self, conn, _permit: permit }
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("lent connection")
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("lent connection")
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.idle.lock().expect("pool lock").push(conn);
+        }
     }
 }
 
 /// Streams every call's packets; one worker per connection in fast mode, one task per
 /// call (bounded by the connections) in paced mode.
-async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, acks: Arc<Acks>) -> Phase {
+async fn ingest(target: Arc<Target>, args: Arc<Args>, calls: Arc<Vec<Call>>, acks: Arc<Acks>) -> Phase {
     let chunk = args.batch.max(1);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     if args.pace_ms == 0 {
         for worker in 0..args.connections.min(calls.len()) {
-            let (client, args, calls, acks) = (client.clone(), args.clone(), calls.clone(), acks.clone());
+            let (args, calls, acks) = (args.clone(), calls.clone(), acks.clone());
+            let mut conn = Conn::new(target.clone());
             tasks.spawn(async move {
                 let mut phase = Phase::new();
                 // This worker's calls, interleaved packet by packet (or batch by batch).
@@ -417,17 +543,16 @@ async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, ack
                 for round in 0..rounds {
                     for (k, &i) in mine.iter().enumerate() {
                         let Some(seqs) = plans[k].chunks(chunk).nth(round) else { continue };
-                        send(&client, &args, (&calls[i], i), seqs, Instant::now(), &mut phase, &acks).await;
+                        send(&mut conn, &args, (&calls[i], i), seqs, Instant::now(), &mut phase, &acks).await;
                     }
                 }
                 phase
             });
         }
     } else {
-        let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
+        let pool = Arc::new(Pool::new(&target, args.connections));
         for i in 0..calls.len() {
-            let (client, args, calls, acks, slots) =
-                (client.clone(), args.clone(), calls.clone(), acks.clone(), slots.clone());
+            let (args, calls, acks, pool) = (args.clone(), calls.clone(), acks.clone(), pool.clone());
             tasks.spawn(async move {
                 let mut phase = Phase::new();
                 let period = Duration::from_millis(args.pace_ms);
@@ -437,9 +562,9 @@ async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, ack
                 for (n, seqs) in plan(&args, i).chunks(chunk).enumerate() {
                     let due = start + period * n as u32;
                     tokio::time::sleep_until(due).await;
-                    let _slot = slots.acquire().await.expect("semaphore open");
+                    let mut conn = pool.take().await;
                     phase.late_us.saturating_record(due.elapsed().as_micros().max(1) as u64);
-                    send(&client, &args, (&calls[i], i), seqs, due.into_std(), &mut phase, &acks).await;
+                    send(&mut conn, &args, (&calls[i], i), seqs, due.into_std(), &mut phase, &acks).await;
                 }
                 phase
             });
@@ -454,24 +579,20 @@ async fn ingest(client: Arc<Client>, args: Arc<Args>, calls: Arc<Vec<Call>>, ack
 }
 
 /// `/healthz` as fast as possible over the same number of connections.
-async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Result<Phase, BoxError> {
-    // Parsed once, like the ingest URLs, so both phases pay the same per request.
-    let url = reqwest::Url::parse(&format!("{}/healthz", client.url))?;
+async fn baseline(target: Arc<Target>, workers: usize, secs: u64) -> Phase {
+    let path = Uri::from_static("/healthz");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
-        let (client, stop, url) = (client.clone(), stop.clone(), url.clone());
+        let (stop, path) = (stop.clone(), path.clone());
+        let mut conn = Conn::new(target.clone());
         tasks.spawn(async move {
             let mut phase = Phase::new();
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
-                match client.request_url(reqwest::Method::GET, url.clone()).send().await {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        let _ = r.bytes().await;
-                        phase.record(sent.elapsed(), Some(code), "", 0);
-                    }
+                match conn.request(Method::GET, &path, None).await {
+                    Ok((code, _)) => phase.record(sent.elapsed(), Some(code), "", 0),
                     Err(_) => phase.record(sent.elapsed(), None, "connection error", 0),
                 }
             }
@@ -485,7 +606,7 @@ async fn baseline(client: Arc<Client>, workers: usize, secs: u64) -> Result<Phas
         total.merge(&phase.expect("baseline task"));
     }
     total.elapsed = started.elapsed();
-    Ok(total)
+    total
 }
 
 /// A number anywhere in a JSON document under `key` (the first found, depth first).
@@ -614,19 +735,23 @@ async fn main() -> Result<(), BoxError> {
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("lg{:08x}-", rand::random::<u32>()));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true)
         .build()?;
     let client =
         Arc::new(Client { http, url: args.url.trim_end_matches('/').to_owned(), api_key: args.api_key.clone() });
     client.get_json("/healthz").await.map_err(|e| format!("server not reachable at {}: {e}", args.url))?;
+    let target = Arc::new(Target::parse(&client.url, args.api_key.as_deref())?);
 
     let mut ids: Vec<String> = (0..args.calls).map(|i| format!("{prefix}{i:06}")).collect();
     ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
     ids.sort();
     let calls = ids
         .into_iter()
-        .map(|id| Ok(Call { url: client.ingest_url(&id, args.batch > 0)?, id }))
+        .map(|id| {
+            let path = if args.batch > 0 { format!("/v1/calls/{id}/packets/batch") } else { format!("/ingest/{id}") };
+            Ok(Call { path: Uri::try_from(path)?, id })
+        })
         .collect::<Result<Vec<_>, BoxError>>()?;
     let calls = Arc::new(calls);
     let acks: Arc<Acks> = Arc::new((0..args.calls).map(|_| Mutex::new(HashSet::new())).collect());
@@ -643,13 +768,13 @@ async fn main() -> Result<(), BoxError> {
 
     let args = Arc::new(args);
     let base = if args.baseline_secs > 0 {
-        let base = baseline(client.clone(), args.connections, args.baseline_secs).await?;
+        let base = baseline(target.clone(), args.connections, args.baseline_secs).await;
         base.print("baseline GET /healthz");
         Some(base)
     } else {
         None
     };
-    let load = ingest(client.clone(), args.clone(), calls.clone(), acks.clone()).await;
+    let load = ingest(target, args.clone(), calls.clone(), acks.clone()).await;
     load.print("ingest");
     if let Some(base) = base {
         println!(

@@ -11,6 +11,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::auth::ApiKeys;
 use crate::error::{ApiError, json_error_response};
 
+pub mod body;
 pub mod calls;
 pub mod events;
 pub mod health;

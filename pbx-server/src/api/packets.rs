@@ -6,6 +6,7 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 
+use super::body::JsonBody;
 use super::types::{BatchAck, BatchItem, PacketAck, PacketIn};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
@@ -41,7 +42,7 @@ impl PacketsApi {
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
         call_id: Path<String>,
-        body: Json<PacketIn>,
+        body: JsonBody<PacketIn>,
     ) -> Result<Json<PacketAck>, ApiError> {
         self.ingest_one(&auth, call_id.0, body.0).await
     }
@@ -53,7 +54,7 @@ impl PacketsApi {
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
         call_id: Path<String>,
-        body: Json<PacketIn>,
+        body: JsonBody<PacketIn>,
     ) -> Result<Json<PacketAck>, ApiError> {
         self.ingest_one(&auth, call_id.0, body.0).await
     }
@@ -70,7 +71,7 @@ impl PacketsApi {
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
         call_id: Path<String>,
-        body: Json<Vec<PacketIn>>,
+        body: JsonBody<Vec<PacketIn>>,
     ) -> Result<Json<BatchAck>, ApiError> {
         self.ctx.keys.authorize(&auth, Role::Ingest)?;
         let call_id = CallId::new(call_id.0)?;

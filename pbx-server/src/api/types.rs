@@ -13,7 +13,10 @@ use poem_openapi::{Enum, Object};
 use crate::error::rejection;
 
 /// One audio packet, exactly as the seed sends it.
-#[derive(Debug, Clone, Object)]
+///
+/// It derives serde's `Deserialize` too, for [`super::body::JsonBody`]: the two must
+/// accept the same documents.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
 #[oai(example)]
 pub struct PacketIn {
     /// The packet's sequence number within its call: 1 to 9223372036854775807.
@@ -32,7 +35,8 @@ impl poem_openapi::types::Example for PacketIn {
 
 /// A JSON string that must be a string: unlike poem-openapi's `String`, a number or a
 /// boolean is refused rather than turned into text (a mistyped field is a 400).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct StrictString(pub String);
 
 impl poem_openapi::types::Type for StrictString {

@@ -40,7 +40,7 @@ pub use state::CallState;
 pub mod prelude {
     pub use crate::ai::{AiClient, AiError, AiResult, Sentiment, SentimentLabel, SimulatedAi, SimulatedAiConfig};
     pub use crate::events::Event;
-    pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, Processor, ProcessorConfig};
+    pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
     pub use crate::id::{CallId, WorkerId};
     pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
     pub use crate::packet::{NewPacket, Packet, PacketLimits, StoredPacket};

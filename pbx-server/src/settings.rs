@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use pbx_core::PacketLimits;
 use pbx_core::ai::SimulatedAiConfig;
-use pbx_core::gateway::{DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, GatewayConfig, ProcessorConfig};
+use pbx_core::gateway::{
+    DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, GatewayConfig, GroupCommit, ProcessorConfig,
+};
 use pbx_core::packet::DEFAULT_MAX_DATA_BYTES;
 use pbx_core::retry::{Jitter, RetryPolicy};
 use pbx_core::{WorkerId, ordering::DEFAULT_MAX_MISSING_RANGES};
@@ -32,6 +34,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Whether single-packet requests are coalesced into batch writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupCommitKind {
+    /// As the store prefers: on for PostgreSQL, off for the memory store.
+    Auto,
+    /// Always coalesce.
+    On,
+    /// Never: each packet is its own write.
+    Off,
 }
 
 /// Backoff randomisation of AI retries.
@@ -96,6 +109,12 @@ pub struct Settings {
     /// Largest packet `data` accepted, in bytes; larger packets get a 400.
     #[arg(long, env = "PBX_MAX_DATA_BYTES", default_value_t = DEFAULT_MAX_DATA_BYTES)]
     pub max_data_bytes: usize,
+
+    /// Group commit: coalesce concurrent single-packet requests into batch writes.
+    /// Auto: on for PostgreSQL (one transaction for many packets), off for the memory
+    /// store (its write is cheaper than the hand-off to a writer).
+    #[arg(long, env = "PBX_GROUP_COMMIT", value_enum, default_value_t = GroupCommitKind::Auto)]
+    pub group_commit: GroupCommitKind,
 
     /// Group commit: most single-packet requests coalesced into one store write.
     #[arg(long, env = "PBX_GROUP_BATCH", default_value_t = DEFAULT_MAX_GROUP_BATCH)]
@@ -257,6 +276,11 @@ impl Settings {
     pub fn gateway_config(&self) -> GatewayConfig {
         GatewayConfig {
             limits: PacketLimits { max_data_bytes: self.max_data_bytes },
+            group_commit: match self.group_commit {
+                GroupCommitKind::Auto => GroupCommit::Auto,
+                GroupCommitKind::On => GroupCommit::On,
+                GroupCommitKind::Off => GroupCommit::Off,
+            },
             max_group_batch: self.group_batch,
             writers: self.writers,
             max_request_batch: self.max_batch,

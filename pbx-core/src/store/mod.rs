@@ -409,4 +409,13 @@ pub trait CallStore: Send + Sync + 'static {
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether concurrent single-packet ingests should be coalesced into batch appends
+    /// (group commit; [`GroupCommit::Auto`](crate::gateway::GroupCommit::Auto)). Yes,
+    /// the default, for a store whose every append pays a fixed cost (a transaction, a
+    /// round trip, an fsync); no for one whose append costs only its own work, where
+    /// the queue's hand-offs between tasks would cost more than they save.
+    fn prefers_group_commit(&self) -> bool {
+        true
+    }
 }

@@ -22,7 +22,7 @@ use super::ai::{ScriptedAi, Step};
 use super::clock::ManualClock;
 use crate::ai::{AiClient, AiError, SimulatedAi};
 use crate::events::Event;
-use crate::gateway::{Gateway, GatewayConfig, GatewayError, Processor, ProcessorConfig};
+use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
 use crate::id::{CallId, WorkerId};
 use crate::ordering::{PacketOrder, SeqRange};
 use crate::packet::{NewPacket, Packet, PacketError, PacketLimits};
@@ -173,11 +173,21 @@ async fn until_terminal(events: &mut tokio::sync::broadcast::Receiver<Event>, ga
     .await;
 }
 
-/// 500 concurrent single-packet ingests to one call: every caller is answered with
-/// its own verdict, and the store holds exactly 500 packets (group commit loses none).
+/// 500 concurrent single-packet ingests to one call, with group commit and without:
+/// every caller is answered with its own verdict, and the store holds exactly 500
+/// packets (neither way loses one).
 pub async fn group_commit_answers_every_caller(store: Arc<dyn CallStore>) {
-    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
-    let call = id("gc-1");
+    let auto = Gateway::new(store.clone(), GatewayConfig::default()).expect("valid config");
+    assert_eq!(auto.group_commits(), store.prefers_group_commit(), "Auto follows the store");
+    for (mode, call) in [(GroupCommit::On, "gc-on"), (GroupCommit::Off, "gc-off")] {
+        let gateway = Gateway::new(store.clone(), GatewayConfig { group_commit: mode, ..GatewayConfig::default() })
+            .expect("valid config");
+        assert_eq!(gateway.group_commits(), mode == GroupCommit::On);
+        every_caller_answered(&gateway, &id(call)).await;
+    }
+}
+
+async fn every_caller_answered(gateway: &Gateway, call: &CallId) {
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 1..=500 {
         let (gateway, call) = (gateway.clone(), call.clone());
@@ -190,19 +200,20 @@ pub async fn group_commit_answers_every_caller(store: Arc<dyn CallStore>) {
         created += usize::from(appended.created_call);
     }
     assert_eq!(created, 1, "exactly one packet created the call");
-    let snap = snapshot(&gateway, &call).await;
+    let snap = snapshot(gateway, call).await;
     assert_eq!(snap.ordering.counters.received, 500);
     assert_eq!(snap.ordering.counters.highest, 500);
     assert_eq!(snap.ordering.counters.duplicates, 0);
     assert_eq!(snap.ordering.counters.missing(), 0);
-    assert_eq!(gateway.packets(&call).await.expect("packets").len(), 500);
+    assert_eq!(gateway.packets(call).await.expect("packets").len(), 500);
 }
 
 /// Three group-commit writers, twelve calls streaming at once, each call's 40 packets
 /// queued in order without waiting for answers: a call always goes to the same writer,
 /// so every packet is answered in order and nothing is reordered or lost.
 pub async fn several_writers_keep_each_calls_order(store: Arc<dyn CallStore>) {
-    let gateway = Gateway::new(store, GatewayConfig { writers: 3, ..GatewayConfig::default() }).expect("valid config");
+    let config = GatewayConfig { group_commit: GroupCommit::On, writers: 3, ..GatewayConfig::default() };
+    let gateway = Gateway::new(store, config).expect("valid config");
     let calls: Vec<CallId> = (0..12).map(|i| id(&format!("writers-{i:02}"))).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for call in calls.clone() {

@@ -12,6 +12,7 @@
 //! ```text
 //! cargo run --release -p pbx-examples --example pipeline_model
 //! cargo run --release -p pbx-examples --example pipeline_model -- --retry-initial-ms 100
+//! cargo run --release -p pbx-examples --example pipeline_model -- --claim-order retries-first
 //! ```
 
 use std::cmp::Reverse;
@@ -48,6 +49,18 @@ struct Args {
     /// Runs with seeds 0..runs.
     #[arg(long, default_value_t = 5)]
     runs: u64,
+    /// Which due call is claimed first.
+    #[arg(long, value_enum, default_value_t = ClaimOrder::Due)]
+    claim_order: ClaimOrder,
+}
+
+/// Which due call the model claims first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClaimOrder {
+    /// Oldest due first: the processor's order.
+    Due,
+    /// Most attempts first, then oldest due (retries before new calls).
+    RetriesFirst,
 }
 
 /// Seconds as whole microseconds: the model's clock, exact and orderable.
@@ -60,19 +73,25 @@ fn run(args: &Args, seed: u64) -> (f64, f64, usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut attempts = vec![0u32; args.calls];
     let mut transcribed = vec![false; args.calls];
-    // Due calls by due time; calls backing off by due time; attempts by end time.
-    let mut due: BinaryHeap<Reverse<(u64, usize)>> = (0..args.calls).map(|c| Reverse((0, c))).collect();
+    // Due calls by (claim priority, due time); calls backing off by due time; attempts
+    // by end time.
+    let priority = |attempts: u32| match args.claim_order {
+        ClaimOrder::Due => 0,
+        ClaimOrder::RetriesFirst => u32::MAX - attempts,
+    };
+    let mut due: BinaryHeap<Reverse<(u32, u64, usize)>> =
+        (0..args.calls).map(|c| Reverse((priority(0), 0, c))).collect();
     let mut backing_off: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let mut running: BinaryHeap<Reverse<(u64, usize, bool)>> = BinaryHeap::new();
     let (mut now, mut busy, mut done, mut failed) = (0u64, 0.0f64, 0, 0);
     let latency = |rng: &mut rand::rngs::StdRng| rng.random_range(args.latency_min..=args.latency_max);
     while done < args.calls {
         while backing_off.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            let Reverse(entry) = backing_off.pop().expect("peeked");
-            due.push(Reverse(entry));
+            let Reverse((at, call)) = backing_off.pop().expect("peeked");
+            due.push(Reverse((priority(attempts[call]), at, call)));
         }
         while running.len() < args.concurrency {
-            let Some(Reverse((_, call))) = due.pop() else { break };
+            let Some(Reverse((_, _, call))) = due.pop() else { break };
             attempts[call] += 1;
             let mut took = 0.0;
             let mut ok = true;
@@ -114,14 +133,15 @@ fn run(args: &Args, seed: u64) -> (f64, f64, usize) {
 fn main() {
     let args = Args::parse();
     println!(
-        "{} calls, concurrency {}, requests {}-{} s failing {:.0} %, retry initial {} ms, {} attempts at most",
+        "{} calls, concurrency {}, requests {}-{} s failing {:.0} %, retry initial {} ms, {} attempts at most, claim order {:?}",
         args.calls,
         args.concurrency,
         args.latency_min,
         args.latency_max,
         args.failure_rate * 100.0,
         args.retry_initial_ms,
-        args.max_attempts
+        args.max_attempts,
+        args.claim_order
     );
     for seed in 0..args.runs {
         let (makespan, busy, failed) = run(&args, seed);

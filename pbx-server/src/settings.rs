@@ -374,6 +374,17 @@ mod tests {
     }
 
     #[test]
+    fn group_commit_follows_the_store_unless_told() {
+        let config = |args: &[&str]| {
+            Settings::parse_from_args(["pbx-server"].iter().chain(args)).unwrap().gateway_config().group_commit
+        };
+        assert_eq!(config(&[]), GroupCommit::Auto);
+        assert_eq!(config(&["--group-commit", "on"]), GroupCommit::On);
+        assert_eq!(config(&["--group-commit", "off"]), GroupCommit::Off);
+        assert!(Settings::parse_from_args(["pbx-server", "--group-commit", "sometimes"]).is_err());
+    }
+
+    #[test]
     fn api_keys_repeat_and_split_on_commas() {
         let s = Settings::parse_from_args(["pbx-server", "--api-key", "ingest:a,supervisor:b", "--api-key", "admin:c"])
             .unwrap();

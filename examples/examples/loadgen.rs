@@ -110,6 +110,9 @@ struct Phase {
     /// Paced mode: how late the generator itself sent each request after it was due
     /// (time it spent waiting for a connection slot or for a CPU, not the server's).
     late_us: Histogram<u64>,
+    /// Paced mode: from sending each request to its answer (the server's part and the
+    /// network's, without the generator's lateness).
+    service_us: Histogram<u64>,
     statuses: BTreeMap<String, u64>,
     /// Scratch for the status key, so recording a known status allocates nothing.
     key: String,
@@ -123,6 +126,7 @@ impl Phase {
             packets: 0,
             latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             late_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
+            service_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             statuses: BTreeMap::new(),
             key: String::new(),
         }
@@ -133,6 +137,7 @@ impl Phase {
         self.packets += other.packets;
         self.latency_us.add(&other.latency_us).expect("same bounds");
         self.late_us.add(&other.late_us).expect("same bounds");
+        self.service_us.add(&other.service_us).expect("same bounds");
         for (k, v) in &other.statuses {
             *self.statuses.entry(k.clone()).or_default() += v;
         }
@@ -191,6 +196,15 @@ impl Phase {
                 late(0.99),
                 late(0.999),
                 self.late_us.max() as f64 / 1000.0
+            );
+            let service = |q: f64| self.service_us.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "  answered after sending, ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                service(0.5),
+                service(0.9),
+                service(0.99),
+                service(0.999),
+                self.service_us.max() as f64 / 1000.0
             );
         }
         let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -565,7 +579,9 @@ async fn ingest(target: Arc<Target>, args: Arc<Args>, calls: Arc<Vec<Call>>, ack
                     tokio::time::sleep_until(due).await;
                     let mut conn = pool.take().await;
                     phase.late_us.saturating_record(due.elapsed().as_micros().max(1) as u64);
+                    let sent = Instant::now();
                     send(&mut conn, &args, (&calls[i], i), seqs, due.into_std(), &mut phase, &acks).await;
+                    phase.service_us.saturating_record(sent.elapsed().as_micros().max(1) as u64);
                 }
                 phase
             });

@@ -165,13 +165,14 @@ impl std::fmt::Debug for dyn CallStore {
 
 /// The one entry point of pbx: ingest, hang-up, reads, re-drive, events.
 ///
-/// Single-packet ingests are coalesced into batch appends (group commit): whatever
-/// queued while the previous append was in flight forms the next batch, with no timer
-/// delay; each caller is answered only once its own packet is stored.
+/// Single-packet ingests are coalesced into batch appends (group commit) where the
+/// store gains from it ([`GatewayConfig::group_commit`]): whatever queued while the
+/// previous append was in flight forms the next batch, with no timer delay. Either way
+/// each caller is answered only once its own packet is stored.
 ///
 /// Cheap to clone; all clones share one queue and one event channel. Build it inside a
-/// Tokio runtime: it spawns its group-commit writers, which stop when the last clone is
-/// dropped.
+/// Tokio runtime: with group commit it spawns its writers, which stop when the last
+/// clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,

@@ -47,7 +47,8 @@ pub struct GatewayConfig {
     pub limits: PacketLimits,
     /// Whether single-packet ingests are coalesced (group commit). Default
     /// [`GroupCommit::Auto`]: on the memory store, appending on the caller's task
-    /// measured 1.28 times the throughput of the queue (BENCHMARKS.md).
+    /// measured 1.28 times the queue's throughput relative to `/healthz` in the same
+    /// run, with a thirteenth of its futex calls (BENCHMARKS.md).
     pub group_commit: GroupCommit,
     /// Most packets coalesced into one store append by the group commit. Default 1024.
     pub max_group_batch: usize,

@@ -100,6 +100,19 @@ struct Args {
     seed: u64,
 }
 
+/// Prints one line of a microsecond histogram's quantiles, in milliseconds.
+fn print_quantiles(label: &str, histogram: &Histogram<u64>) {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  {label}: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+}
+
 /// What one phase measured.
 #[derive(Debug)]
 struct Phase {
@@ -170,7 +183,6 @@ impl Phase {
     }
 
     fn print(&self, name: &str) {
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "{name}: {} requests, {} packets in {:.2} s = {:.0} requests/s, {:.0} packets/s",
             self.requests,
@@ -179,33 +191,10 @@ impl Phase {
             self.per_sec(self.requests),
             self.per_sec(self.packets)
         );
-        println!(
-            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            self.latency_us.max() as f64 / 1000.0
-        );
+        print_quantiles("latency ms", &self.latency_us);
         if !self.late_us.is_empty() {
-            let late = |q: f64| self.late_us.value_at_quantile(q) as f64 / 1000.0;
-            println!(
-                "  of which sent late by the generator, ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-                late(0.5),
-                late(0.9),
-                late(0.99),
-                late(0.999),
-                self.late_us.max() as f64 / 1000.0
-            );
-            let service = |q: f64| self.service_us.value_at_quantile(q) as f64 / 1000.0;
-            println!(
-                "  answered after sending, ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-                service(0.5),
-                service(0.9),
-                service(0.99),
-                service(0.999),
-                self.service_us.max() as f64 / 1000.0
-            );
+            print_quantiles("of which sent late by the generator, ms", &self.late_us);
+            print_quantiles("answered after sending, ms", &self.service_us);
         }
         let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("  statuses: {}", statuses.join(", "));

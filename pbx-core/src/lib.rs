@@ -14,6 +14,7 @@
 //! - [`state`]: the state machine, a pure function.
 //! - [`ordering`]: the ordering validator, O(1) per packet.
 //! - [`retry`]: the retry policy, pure and seeded.
+//! - [`media`]: media formats, G.711 decoding, audio assembly and WAV framing.
 //! - [`store`], [`ai`]: the two boundaries.
 //! - [`gateway`]: the orchestration: group-commit ingest, events, the processor.
 //! - `testkit` (feature): the conformance suite every backend runs.
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod events;
 pub mod gateway;
 pub mod id;
+pub mod media;
 pub mod ordering;
 pub mod packet;
 pub mod retry;
@@ -33,7 +35,8 @@ pub mod store;
 pub mod testkit;
 
 pub use id::{CallId, InvalidCallId, WorkerId};
-pub use packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
+pub use media::MediaFormat;
+pub use packet::{NewPacket, Packet, PacketError, PacketLimits, Payload, StoredPacket};
 pub use state::CallState;
 
 /// The names most consumers need, in one import.
@@ -43,8 +46,9 @@ pub mod prelude {
     pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
     pub use crate::id::{CallId, WorkerId};
     pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
-    pub use crate::packet::{NewPacket, Packet, PacketLimits, StoredPacket};
+    pub use crate::media::{Encoding, MediaFormat};
+    pub use crate::packet::{NewPacket, Packet, PacketLimits, Payload, StoredPacket};
     pub use crate::retry::{Jitter, RetryPolicy};
     pub use crate::state::{CallState, Transition};
-    pub use crate::store::{Appended, CallSnapshot, CallStore, PacketRejection, StoreError};
+    pub use crate::store::{Appended, CallSnapshot, CallStore, Opened, PacketRejection, StoreError};
 }

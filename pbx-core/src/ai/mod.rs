@@ -1,13 +1,14 @@
 //! The AI service boundary: [`AiClient`], its errors, and a simulated flaky service.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::id::CallId;
-use crate::packet::StoredPacket;
+use crate::media::{AudioStats, MediaFormat, PcmAudio};
 
 mod simulated;
 
@@ -99,7 +100,7 @@ impl AiError {
     }
 }
 
-/// Everything a transcription needs: the call, its packets in sequence order, and an
+/// Everything a transcription needs: the call, its assembled audio, and an
 /// idempotency key (`<call id>:<attempt>`) the service can use to drop repeats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscriptionRequest {
@@ -107,8 +108,12 @@ pub struct TranscriptionRequest {
     pub call_id: CallId,
     /// The attempt number (fencing token) of this run.
     pub attempt: u32,
-    /// The call's packets, ascending by sequence.
-    pub packets: Vec<StoredPacket>,
+    /// The format the call's audio arrived in (the PCM below is decoded from it).
+    pub source_format: MediaFormat,
+    /// The call's audio, assembled: frames in sequence order, silence for what was
+    /// missing or undecodable. Shared, so a provider that splits or resends it does
+    /// not copy it.
+    pub audio: Arc<PcmAudio>,
 }
 
 impl TranscriptionRequest {
@@ -123,11 +128,53 @@ pub fn idempotency_key(call_id: &CallId, attempt: u32) -> String {
     format!("{call_id}:{attempt}")
 }
 
+/// One timed piece of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Start, in seconds from the start of the call's audio.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
+    /// What was said.
+    pub text: String,
+    /// The channel it was said on, for 2-channel calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u8>,
+}
+
 /// A transcript of a call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Transcript {
     /// The transcribed text.
     pub text: String,
+    /// Timed segments, ascending by start; empty where the provider gives none.
+    #[serde(default)]
+    pub segments: Vec<Segment>,
+    /// The provider's own sentiment, where one request gives both (Deepgram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<SentimentAnalysis>,
+}
+
+impl Transcript {
+    /// A transcript of plain text, with no segments.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self { text: text.into(), ..Self::default() }
+    }
+
+    /// The channels that segments name, ascending.
+    pub fn channels(&self) -> Vec<u8> {
+        let mut channels: Vec<u8> = self.segments.iter().filter_map(|s| s.channel).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels
+    }
+
+    /// The text said on one channel: its segments' texts joined in time order.
+    pub fn channel_text(&self, channel: u8) -> String {
+        let parts: Vec<&str> =
+            self.segments.iter().filter(|s| s.channel == Some(channel)).map(|s| s.text.trim()).collect();
+        parts.join(" ")
+    }
 }
 
 /// The polarity of a sentiment.
@@ -174,6 +221,42 @@ pub struct Sentiment {
     pub score: f64,
 }
 
+impl Sentiment {
+    /// Checks a provider's answer: the score is finite and within `[-1, 1]`.
+    pub fn checked(label: SentimentLabel, score: f64) -> Result<Self, String> {
+        if score.is_finite() && (-1.0..=1.0).contains(&score) {
+            Ok(Self { label, score })
+        } else {
+            Err(format!("sentiment score {score} is not within [-1, 1]"))
+        }
+    }
+}
+
+/// One channel's sentiment, for 2-channel calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChannelSentiment {
+    /// The channel.
+    pub channel: u8,
+    /// Its sentiment.
+    pub sentiment: Sentiment,
+}
+
+/// The sentiment of a whole call, and of each channel where there are two.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentimentAnalysis {
+    /// The whole transcript's sentiment.
+    pub overall: Sentiment,
+    /// Per channel, for 2-channel calls; empty otherwise.
+    #[serde(default)]
+    pub channels: Vec<ChannelSentiment>,
+}
+
+impl From<Sentiment> for SentimentAnalysis {
+    fn from(overall: Sentiment) -> Self {
+        Self { overall, channels: Vec::new() }
+    }
+}
+
 /// The outcome of a call's AI work, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AiResult {
@@ -181,12 +264,36 @@ pub struct AiResult {
     pub transcript: String,
     /// The sentiment of the transcript.
     pub sentiment: Sentiment,
+    /// The transcript's timed segments (may be empty).
+    #[serde(default)]
+    pub segments: Vec<Segment>,
+    /// Per-channel sentiment of 2-channel calls (empty otherwise).
+    #[serde(default)]
+    pub channel_sentiment: Vec<ChannelSentiment>,
+    /// What assembling the call's audio found (gaps, undecodable frames), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioStats>,
 }
 
-/// An AI service: transcription and sentiment analysis.
+impl AiResult {
+    /// A result with only a transcript and its sentiment.
+    pub fn new(transcript: impl Into<String>, sentiment: Sentiment) -> Self {
+        Self {
+            transcript: transcript.into(),
+            sentiment,
+            segments: Vec::new(),
+            channel_sentiment: Vec::new(),
+            audio: None,
+        }
+    }
+}
+
+/// An AI service: transcription and sentiment analysis, the processor's one boundary.
 ///
 /// Implementations must be safe to call concurrently. Errors say whether retrying can
-/// help ([`AiError::is_retryable`]); the processor owns the retry loop.
+/// help ([`AiError::is_retryable`]); the processor owns the retry loop. Most services
+/// are built from a [`Transcriber`] and a [`SentimentAnalyzer`] with [`ComposedAi`], so
+/// that providers mix (Whisper with local VADER, or Deepgram for both).
 #[async_trait]
 pub trait AiClient: Send + Sync + 'static {
     /// Transcribes a call's audio.
@@ -198,5 +305,100 @@ pub trait AiClient: Send + Sync + 'static {
         call_id: &CallId,
         idempotency_key: &str,
         transcript: &Transcript,
-    ) -> Result<Sentiment, AiError>;
+    ) -> Result<SentimentAnalysis, AiError>;
+}
+
+/// Speech to text: assembled audio in, a transcript with timed segments out (and, for
+/// 2-channel calls, a channel per segment).
+#[async_trait]
+pub trait Transcriber: Send + Sync + 'static {
+    /// The provider's name, for logs and errors (`openai`, `deepgram`).
+    fn name(&self) -> &str;
+
+    /// Transcribes a call's audio.
+    async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError>;
+}
+
+/// Text to sentiment: a label and a score in `[-1, 1]`.
+#[async_trait]
+pub trait SentimentAnalyzer: Send + Sync + 'static {
+    /// The analyser's name, for logs and errors (`vader`, `openai`).
+    fn name(&self) -> &str;
+
+    /// The sentiment of `text`. `idempotency_key` is the attempt's key (suffixed per
+    /// channel when a call's channels are analysed separately).
+    async fn analyze(&self, call_id: &CallId, idempotency_key: &str, text: &str) -> Result<Sentiment, AiError>;
+}
+
+/// An [`AiClient`] made of a [`Transcriber`] and a [`SentimentAnalyzer`].
+///
+/// With [`ComposedAi::prefer_transcriber_sentiment`], a transcript that already
+/// carries the provider's sentiment (Deepgram's `sentiment=true`) is used as it is and
+/// the analyser is not called. For a transcript whose segments name two channels, each
+/// channel's text is analysed too.
+#[derive(Clone)]
+pub struct ComposedAi {
+    transcriber: Arc<dyn Transcriber>,
+    sentiment: Arc<dyn SentimentAnalyzer>,
+    prefer_transcriber_sentiment: bool,
+}
+
+impl ComposedAi {
+    /// Transcribes with `transcriber`, analyses with `sentiment`.
+    pub fn new(transcriber: Arc<dyn Transcriber>, sentiment: Arc<dyn SentimentAnalyzer>) -> Self {
+        Self { transcriber, sentiment, prefer_transcriber_sentiment: false }
+    }
+
+    /// Uses the transcriber's own sentiment where it gives one.
+    pub fn prefer_transcriber_sentiment(mut self, prefer: bool) -> Self {
+        self.prefer_transcriber_sentiment = prefer;
+        self
+    }
+
+    /// `transcriber+analyser`, e.g. `openai+vader`.
+    pub fn describe(&self) -> String {
+        format!("{}+{}", self.transcriber.name(), self.sentiment.name())
+    }
+}
+
+impl fmt::Debug for ComposedAi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComposedAi")
+            .field("transcriber", &self.transcriber.name())
+            .field("sentiment", &self.sentiment.name())
+            .field("prefer_transcriber_sentiment", &self.prefer_transcriber_sentiment)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl AiClient for ComposedAi {
+    async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError> {
+        self.transcriber.transcribe(request).await
+    }
+
+    async fn analyze_sentiment(
+        &self,
+        call_id: &CallId,
+        idempotency_key: &str,
+        transcript: &Transcript,
+    ) -> Result<SentimentAnalysis, AiError> {
+        if self.prefer_transcriber_sentiment
+            && let Some(analysis) = &transcript.sentiment
+        {
+            return Ok(analysis.clone());
+        }
+        let overall = self.sentiment.analyze(call_id, idempotency_key, &transcript.text).await?;
+        let mut channels = Vec::new();
+        let named = transcript.channels();
+        if named.len() > 1 {
+            for channel in named {
+                let key = format!("{idempotency_key}:ch{channel}");
+                let text = transcript.channel_text(channel);
+                let sentiment = self.sentiment.analyze(call_id, &key, &text).await?;
+                channels.push(ChannelSentiment { channel, sentiment });
+            }
+        }
+        Ok(SentimentAnalysis { overall, channels })
+    }
 }

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{AiClient, AiError, Sentiment, SentimentLabel, Transcript, TranscriptionRequest};
+use super::{AiClient, AiError, Sentiment, SentimentAnalysis, SentimentLabel, Transcript, TranscriptionRequest};
 use crate::id::CallId;
+use crate::media::{MediaFormat, PcmAudio, assemble};
+use crate::packet::{Payload, StoredPacket};
 
 /// Settings of a [`SimulatedAi`].
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +50,9 @@ pub enum InvalidSimulatedAi {
 /// A simulated, unreliable AI service: the seed's "external AI" with ~25 % failures and
 /// 1-3 s latency.
 ///
-/// Its transcript is derived from the call's packets (one word per packet, picked from
-/// a small vocabulary by a hash of the packet's data), and its sentiment from the
+/// Its transcript is derived from the call's assembled audio (one word per frame,
+/// picked from a small vocabulary by a hash of the frame's samples; silence, such as a
+/// gap or a text payload, always gives the same word), and its sentiment from the
 /// transcript's words through a small lexicon, so results differ per call and tests can
 /// check them ([`SimulatedAi::expected_transcript`], [`SimulatedAi::sentiment_of`]).
 #[derive(Debug)]
@@ -118,10 +121,35 @@ impl SimulatedAi {
         &self.config
     }
 
-    /// The transcript this service produces for the given packet payloads (in order).
+    /// The transcript this service produces for a mono telephony call (`mulaw/8000/1`)
+    /// whose packets 1, 2, .. carry `packet_data` (the JSON APIs' `data` strings).
     pub fn expected_transcript<'a>(packet_data: impl IntoIterator<Item = &'a str>) -> String {
-        let words: Vec<&str> =
-            packet_data.into_iter().map(|d| WORDS[(fnv1a(d.as_bytes()) % WORDS.len() as u64) as usize]).collect();
+        let packets: Vec<StoredPacket> = packet_data
+            .into_iter()
+            .zip(1..)
+            .map(|(data, sequence)| StoredPacket {
+                channel: 0,
+                sequence,
+                data: Payload::from_base64_or_text(data),
+                timestamp: 0.0,
+                received_at: chrono::DateTime::UNIX_EPOCH,
+            })
+            .collect();
+        let audio = assemble(MediaFormat::TELEPHONY, &packets).expect("a short call assembles");
+        Self::transcript_of(&audio)
+    }
+
+    /// The transcript this service produces for `audio`: one word per frame.
+    pub fn transcript_of(audio: &PcmAudio) -> String {
+        let width = (audio.frame_samples * usize::from(audio.channels)).max(1);
+        let words: Vec<&str> = audio
+            .samples
+            .chunks(width)
+            .map(|frame| {
+                let bytes: Vec<u8> = frame.iter().flat_map(|s| s.to_le_bytes()).collect();
+                WORDS[(fnv1a(&bytes) % WORDS.len() as u64) as usize]
+            })
+            .collect();
         words.join(" ")
     }
 
@@ -171,7 +199,7 @@ impl SimulatedAi {
 impl AiClient for SimulatedAi {
     async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError> {
         self.simulate("transcription", &request.idempotency_key()).await?;
-        Ok(Transcript { text: Self::expected_transcript(request.packets.iter().map(|p| p.data.as_str())) })
+        Ok(Transcript::text(Self::transcript_of(&request.audio)))
     }
 
     async fn analyze_sentiment(
@@ -179,9 +207,9 @@ impl AiClient for SimulatedAi {
         _call_id: &CallId,
         idempotency_key: &str,
         transcript: &Transcript,
-    ) -> Result<Sentiment, AiError> {
+    ) -> Result<SentimentAnalysis, AiError> {
         self.simulate("sentiment", idempotency_key).await?;
-        Ok(Self::sentiment_of(&transcript.text))
+        Ok(Self::sentiment_of(&transcript.text).into())
     }
 }
 
@@ -207,16 +235,27 @@ mod tests {
 
     #[test]
     fn transcripts_differ_per_call() {
-        let a = SimulatedAi::expected_transcript(["audio_chunk_1", "audio_chunk_2", "audio_chunk_3"]);
-        let b = SimulatedAi::expected_transcript(["other_1", "other_2", "other_3"]);
+        // Three 20 ms mu-law frames of different audio, base64.
+        let frame = |b: u8| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [b; 160]);
+        let (f1, f2, f3) = (frame(1), frame(2), frame(3));
+        let a = SimulatedAi::expected_transcript([f1.as_str(), f2.as_str(), f3.as_str()]);
+        let b = SimulatedAi::expected_transcript([f3.as_str(), f1.as_str(), f2.as_str()]);
         assert_eq!(a.split(' ').count(), 3);
         assert_ne!(a, b);
+        // Text payloads are silence: one word per frame, all the same.
+        let text = SimulatedAi::expected_transcript(["audio_chunk_1", "audio_chunk_2"]);
+        assert_eq!(text.split(' ').count(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn fails_about_as_often_as_configured() {
         let ai = SimulatedAi::new(SimulatedAiConfig { seed: Some(42), ..Default::default() }).unwrap();
-        let req = TranscriptionRequest { call_id: CallId::new("c").unwrap(), attempt: 1, packets: vec![] };
+        let req = TranscriptionRequest {
+            call_id: CallId::new("c").unwrap(),
+            attempt: 1,
+            source_format: MediaFormat::TELEPHONY,
+            audio: Default::default(),
+        };
         let mut failures = 0;
         for _ in 0..2000 {
             if ai.transcribe(&req).await.is_err() {

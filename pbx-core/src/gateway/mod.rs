@@ -9,15 +9,19 @@ use tokio::sync::{Notify, broadcast};
 use crate::clock::{Clock, SystemClock};
 use crate::events::Event;
 use crate::id::CallId;
+use crate::media::{AssembleError, MediaFormat, PcmAudio};
 use crate::ordering::DEFAULT_MAX_MISSING_RANGES;
 use crate::packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
 use crate::state::{CallState, Transition};
 use crate::store::{
-    Appended, CallPage, CallSnapshot, CallStore, ListQuery, PacketOutcome, PacketRejection, StoreError,
+    Appended, CallPage, CallSnapshot, CallStore, ListQuery, Opened, PacketOutcome, PacketRejection, StoreError,
 };
 
 mod ingest;
 mod processor;
+mod recording;
+
+pub use recording::Recording;
 
 pub use processor::{Processor, ProcessorConfig, ProcessorHandle, ProcessorStatus};
 
@@ -62,6 +66,9 @@ pub struct GatewayConfig {
     pub max_missing_ranges: usize,
     /// Events buffered per subscriber before a slow one starts missing some. Default 4096.
     pub event_capacity: usize,
+    /// The media format of calls that never declared one ([`Gateway::open`]): what
+    /// the deployment's PBX sends. Default `mulaw/8000/1`.
+    pub default_media_format: MediaFormat,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +81,7 @@ impl Default for GatewayConfig {
             max_request_batch: DEFAULT_MAX_REQUEST_BATCH,
             max_missing_ranges: DEFAULT_MAX_MISSING_RANGES,
             event_capacity: 4096,
+            default_media_format: MediaFormat::TELEPHONY,
         }
     }
 }
@@ -119,6 +127,15 @@ pub enum GatewayError {
         len: usize,
         /// The limit.
         limit: usize,
+    },
+    /// The call's audio cannot be assembled (it would be too long).
+    #[error(transparent)]
+    Audio(#[from] AssembleError),
+    /// The call has no packet, so no audio.
+    #[error("call {call_id} has no audio")]
+    NoAudio {
+        /// The call.
+        call_id: CallId,
     },
     /// The store failed (see [`StoreError`]: not found, invalid transition, unavailable...).
     #[error(transparent)]
@@ -270,6 +287,48 @@ impl Gateway {
         ingest::check_len(packets, &outcomes)?;
         ingest::publish(&self.shared, packets, &outcomes, now);
         Ok(outcomes)
+    }
+
+    /// Declares a call's media format ([`CallStore::open`]), creating the call
+    /// IN_PROGRESS if it does not exist yet.
+    pub async fn open(&self, call_id: &CallId, format: MediaFormat) -> Result<Opened, GatewayError> {
+        let now = self.shared.clock.now();
+        let opened = self.shared.store.open(call_id, format, now).await?;
+        if opened.created {
+            self.shared.publish(|| Event::StateChanged {
+                call_id: call_id.clone(),
+                from: None,
+                to: CallState::InProgress,
+                at: now,
+            });
+        }
+        Ok(opened)
+    }
+
+    /// The media format a call's packets are read with: the one it declared, else the
+    /// deployment's default.
+    pub fn media_format(&self, snapshot: &CallSnapshot) -> MediaFormat {
+        snapshot.media_format.unwrap_or(self.config.default_media_format)
+    }
+
+    /// A call's whole audio, assembled (what the AI receives). For long calls prefer
+    /// [`Gateway::recording`], which streams.
+    pub async fn audio(&self, call_id: &CallId) -> Result<(MediaFormat, PcmAudio), GatewayError> {
+        let snapshot = self.call(call_id).await?;
+        let format = self.media_format(&snapshot);
+        let packets = self.shared.store.packets(call_id).await?;
+        if packets.is_empty() {
+            return Err(GatewayError::NoAudio { call_id: call_id.clone() });
+        }
+        Ok((format, crate::media::assemble(format, &packets)?))
+    }
+
+    /// A call's recording as a streamed WAV: the header and length now, the PCM page by
+    /// page ([`Recording::next_chunk`]).
+    pub async fn recording(&self, call_id: &CallId) -> Result<Recording, GatewayError> {
+        let snapshot = self.call(call_id).await?;
+        let format = self.media_format(&snapshot);
+        Recording::open(self.shared.store.clone(), snapshot, format).await
     }
 
     /// Hangs up a call (idempotent: a call already past IN_PROGRESS is left as is).

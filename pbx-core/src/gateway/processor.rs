@@ -30,8 +30,9 @@ use rand::rngs::StdRng;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::{Gateway, Shared};
+use super::{Gateway, GatewayError, Shared};
 use crate::ai::{AiClient, AiError, AiResult, Transcript, TranscriptionRequest};
+use crate::media::AudioStats;
 use crate::events::Event;
 use crate::id::WorkerId;
 use crate::retry::{InvalidRetryPolicy, RetryPolicy};
@@ -400,26 +401,46 @@ impl Processor {
         let inner = &self.inner;
         let shared = inner.gateway.shared();
         let cached = inner.transcripts.take(&attempt.call_id);
-        let packets = match cached {
-            Some(_) => Vec::new(),
-            None => shared.store.packets(&attempt.call_id).await.map_err(Stop::Store)?,
+        let input = match cached {
+            Some(cached) => Ok(cached),
+            None => match inner.gateway.audio(&attempt.call_id).await {
+                Ok(audio) => Err(audio),
+                Err(GatewayError::Store(error)) => return Err(Stop::Store(error)),
+                // The call's audio is unusable (none at all, or too long): no retry
+                // can help, so the call ends FAILED with the reason.
+                Err(error) => return Ok(Err(AiError::permanent(format!("call audio unusable: {error}")))),
+            },
         };
-        let request = TranscriptionRequest { call_id: attempt.call_id.clone(), attempt: attempt.attempt, packets };
         let ai = inner.ai.clone();
         let this = self.clone();
+        let call_id = attempt.call_id.clone();
+        let key = crate::ai::idempotency_key(&attempt.call_id, attempt.attempt);
+        let attempt_number = attempt.attempt;
         let work = async move {
             let gauge = &this.inner.ai_gauge;
-            let transcript = match cached {
-                Some(transcript) => transcript,
-                None => gauge.track(ai.transcribe(&request)).await?,
+            // A transcript kept from an earlier attempt, or the audio to transcribe.
+            let (transcript, stats) = match input {
+                Ok(cached) => cached,
+                Err((source_format, audio)) => {
+                    let stats = audio.stats;
+                    let request =
+                        TranscriptionRequest { call_id: call_id.clone(), attempt: attempt_number, source_format, audio: Arc::new(audio) };
+                    (gauge.track(ai.transcribe(&request)).await?, stats)
+                }
             };
-            match gauge.track(ai.analyze_sentiment(&request.call_id, &request.idempotency_key(), &transcript)).await {
-                Ok(sentiment) => Ok(AiResult { transcript: transcript.text, sentiment }),
+            match gauge.track(ai.analyze_sentiment(&call_id, &key, &transcript)).await {
+                Ok(analysis) => Ok(AiResult {
+                    transcript: transcript.text,
+                    sentiment: analysis.overall,
+                    segments: transcript.segments,
+                    channel_sentiment: analysis.channels,
+                    audio: Some(stats),
+                }),
                 Err(error) => {
                     // A call's packets never change after hang-up, so its transcript
                     // stays valid: the retry skips the (costly) transcription.
                     if error.is_retryable() {
-                        this.inner.transcripts.put(&request.call_id, transcript);
+                        this.inner.transcripts.put(&call_id, (transcript, stats));
                     }
                     Err(error)
                 }
@@ -535,25 +556,60 @@ impl Processor {
     }
 }
 
-/// Most transcripts kept for retries; beyond it, a retry transcribes again.
+/// Most transcripts kept for retries; beyond it, the oldest is dropped.
 const TRANSCRIPT_CACHE_LIMIT: usize = 10_000;
+/// How long a kept transcript stays: past it, a retry (long after, or of a call that
+/// another process finished meanwhile) transcribes again.
+const TRANSCRIPT_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// A kept transcript, with what assembling the call's audio found.
+type CachedTranscript = (Transcript, AudioStats);
 
 /// Transcripts kept between a failed sentiment step and the call's retry in this
 /// process. An optimisation only: a retry elsewhere (another process, a restart)
-/// transcribes again.
+/// transcribes again. Bounded by size and by age: entries expire after
+/// [`TRANSCRIPT_CACHE_TTL`], and when full the oldest goes, so entries of calls that
+/// finished elsewhere do not pile up and a full cache keeps caching.
 #[derive(Debug, Default)]
-struct TranscriptCache(Mutex<std::collections::HashMap<crate::id::CallId, Transcript>>);
+struct TranscriptCache(Mutex<TranscriptEntries>);
+
+#[derive(Debug, Default)]
+struct TranscriptEntries {
+    by_call: std::collections::HashMap<crate::id::CallId, (tokio::time::Instant, CachedTranscript)>,
+    /// Insertion order; may hold ids already taken (skipped when evicting).
+    order: std::collections::VecDeque<(tokio::time::Instant, crate::id::CallId)>,
+}
 
 impl TranscriptCache {
-    fn take(&self, call_id: &crate::id::CallId) -> Option<Transcript> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(call_id)
+    fn take(&self, call_id: &crate::id::CallId) -> Option<CachedTranscript> {
+        let now = tokio::time::Instant::now();
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, cached) = entries.by_call.remove(call_id)?;
+        (now.duration_since(at) < TRANSCRIPT_CACHE_TTL).then_some(cached)
     }
 
-    fn put(&self, call_id: &crate::id::CallId, transcript: Transcript) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() < TRANSCRIPT_CACHE_LIMIT {
-            map.insert(call_id.clone(), transcript);
+    fn put(&self, call_id: &crate::id::CallId, transcript: CachedTranscript) {
+        let now = tokio::time::Instant::now();
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let TranscriptEntries { by_call, order } = &mut *entries;
+        // Drop what expired, and the oldest while full.
+        while let Some((at, id)) = order.front() {
+            let expired = now.duration_since(*at) >= TRANSCRIPT_CACHE_TTL;
+            if !expired && by_call.len() < TRANSCRIPT_CACHE_LIMIT && order.len() < 2 * TRANSCRIPT_CACHE_LIMIT {
+                break;
+            }
+            if by_call.get(id).is_some_and(|(inserted, _)| inserted == at) {
+                by_call.remove(id);
+            }
+            order.pop_front();
         }
+        by_call.insert(call_id.clone(), (now, transcript));
+        order.push_back((now, call_id.clone()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).by_call.len()
     }
 }
 
@@ -634,5 +690,42 @@ impl Gauge {
         self.peak.fetch_max(now, Ordering::Relaxed);
         let _counted = Counted(&self.current);
         work.await
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::id::CallId;
+
+    fn entry(text: &str) -> CachedTranscript {
+        (Transcript::text(text), AudioStats::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_drops_its_oldest_and_keeps_caching() {
+        let cache = TranscriptCache::default();
+        for i in 0..TRANSCRIPT_CACHE_LIMIT + 5 {
+            cache.put(&CallId::new(format!("c{i}")).unwrap(), entry("t"));
+        }
+        assert_eq!(cache.len(), TRANSCRIPT_CACHE_LIMIT);
+        assert!(cache.take(&CallId::new("c0").unwrap()).is_none(), "the oldest went");
+        let newest = CallId::new(format!("c{}", TRANSCRIPT_CACHE_LIMIT + 4)).unwrap();
+        assert_eq!(cache.take(&newest).map(|(t, _)| t.text), Some("t".to_owned()), "the newest is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_by_age() {
+        let cache = TranscriptCache::default();
+        let (old, fresh) = (CallId::new("old").unwrap(), CallId::new("fresh").unwrap());
+        cache.put(&old, entry("old"));
+        tokio::time::advance(TRANSCRIPT_CACHE_TTL).await;
+        cache.put(&fresh, entry("fresh"));
+        assert_eq!(cache.len(), 1, "putting drops what expired");
+        assert!(cache.take(&old).is_none());
+        assert!(cache.take(&fresh).is_some());
+        cache.put(&fresh, entry("again"));
+        tokio::time::advance(TRANSCRIPT_CACHE_TTL).await;
+        assert!(cache.take(&fresh).is_none(), "an expired entry is not handed out");
     }
 }

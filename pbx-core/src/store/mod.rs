@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ai::AiResult;
 use crate::id::{CallId, WorkerId};
+use crate::media::MediaFormat;
 use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder};
 use crate::packet::{NewPacket, StoredPacket};
 use crate::state::{CallState, InvalidTransition, Transition};
@@ -52,6 +53,16 @@ pub enum StoreError {
         call_id: CallId,
         /// The stale attempt.
         attempt: u32,
+    },
+    /// The call was declared with another media format; the first declaration stays.
+    #[error("call {call_id} has media format {declared}; it cannot change to {requested}")]
+    FormatConflict {
+        /// The call.
+        call_id: CallId,
+        /// Its format.
+        declared: MediaFormat,
+        /// The refused one.
+        requested: MediaFormat,
     },
     /// An argument is out of range (a limit of 0, a malformed cursor).
     #[error("invalid argument: {0}")]
@@ -146,8 +157,15 @@ pub struct CallSnapshot {
     pub call_id: CallId,
     /// Its state.
     pub state: CallState,
-    /// Ordering counters and missing ranges.
+    /// The media format declared for the call ([`CallStore::open`]); `None` when the
+    /// call was created by its packets alone, whose format is the deployment's
+    /// default.
+    pub media_format: Option<MediaFormat>,
+    /// Ordering counters and missing ranges of channel 0.
     pub ordering: OrderingReport,
+    /// Ordering per channel, index = channel: one entry per channel that received a
+    /// packet, at least channel 0 (the same as `ordering`).
+    pub channel_ordering: Vec<OrderingReport>,
     /// AI attempts started (claims); the number of the current or last attempt.
     pub attempts: u32,
     /// Failed AI attempts counted against the retry policy (rescues of expired leases
@@ -171,6 +189,15 @@ pub struct CallSnapshot {
     pub completed_at: Option<DateTime<Utc>>,
     /// When it reached ARCHIVED or FAILED.
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What [`CallStore::open`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opened {
+    /// `true` when the call did not exist and was created (IN_PROGRESS).
+    pub created: bool,
+    /// The call's state after the operation.
+    pub state: CallState,
 }
 
 /// One call in a listing.
@@ -254,7 +281,11 @@ pub struct AttemptFailure {
 /// - [`append`](CallStore::append) answers one outcome per packet, in input order. Each
 ///   packet's effect is atomic with its call's counters and its state check: a packet
 ///   answered as stored is stored, and no packet is stored once its call left
-///   IN_PROGRESS. A call's first packet creates it (IN_PROGRESS).
+///   IN_PROGRESS. A call's first packet creates it (IN_PROGRESS). A packet is keyed by
+///   (call, channel, sequence): each channel has its own sequence space and its own
+///   ordering counters, so two tracks both counting from 1 never collide. A packet
+///   whose key is stored with the same payload (bytes and kind) is a duplicate; with
+///   another payload, a conflict.
 /// - Claiming hands a due call to exactly one worker. A call is due when COMPLETED, or
 ///   PROCESSING_AI with a retry due, or PROCESSING_AI with an expired lease (a rescue,
 ///   which does not count as a failure). Every claim increments `attempts`; writes under
@@ -286,7 +317,13 @@ pub struct AttemptFailure {
 ///     async fn list(&self, _: &ListQuery) -> Result<CallPage, StoreError> {
 ///         Ok(CallPage { calls: vec![], next: None })
 ///     }
+///     async fn open(&self, id: &CallId, _: MediaFormat, _: DateTime<Utc>) -> Result<Opened, StoreError> {
+///         Err(StoreError::unavailable("this store keeps nothing"))
+///     }
 ///     async fn packets(&self, id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
+///         Err(StoreError::NotFound { call_id: id.clone() })
+///     }
+///     async fn packet_page(&self, id: &CallId, _: u8, _: u64, _: usize) -> Result<Vec<StoredPacket>, StoreError> {
 ///         Err(StoreError::NotFound { call_id: id.clone() })
 ///     }
 ///     async fn claim(&self, _: &WorkerId, _: Duration, _: usize, _: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
@@ -340,8 +377,28 @@ pub trait CallStore: Send + Sync + 'static {
     /// [`StoreError::InvalidArgument`].
     async fn list(&self, query: &ListQuery) -> Result<CallPage, StoreError>;
 
-    /// A call's packets, ascending by sequence.
+    /// Declares a call and its media format before (or with) its first packet:
+    /// creates the call IN_PROGRESS if it does not exist. For an existing call, the
+    /// first declaration wins: declaring the same format again is a no-op, another one
+    /// is [`StoreError::FormatConflict`], and a call created by its packets alone takes
+    /// the format declared now. Works in any state (a stream reconnecting after the
+    /// call closed learns so from its next append).
+    async fn open(&self, call_id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError>;
+
+    /// A call's packets, ascending by channel, then sequence.
     async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError>;
+
+    /// One page of a channel's packets: those with a sequence above `after`,
+    /// ascending, at most `limit` (1 ..= [`MAX_LIST_LIMIT`]). An unknown call is
+    /// [`StoreError::NotFound`]; a channel without packets gives an empty page. What
+    /// streaming readers (the recording) use, so a long call is never read whole.
+    async fn packet_page(
+        &self,
+        call_id: &CallId,
+        channel: u8,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredPacket>, StoreError>;
 
     /// Claims up to `limit` due calls for `worker`, each leased until `now + lease`,
     /// oldest due first. Each claimed call is PROCESSING_AI with `attempts` incremented.

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::ai::{AiClient, AiError, Sentiment, SimulatedAi, Transcript, TranscriptionRequest};
+use crate::ai::{AiClient, AiError, SentimentAnalysis, SimulatedAi, Transcript, TranscriptionRequest};
 use crate::id::CallId;
 
 /// What one transcription attempt does.
@@ -157,8 +157,7 @@ impl AiClient for ScriptedAi {
                 let _ = open.wait_for(|open| *open).await;
             }
         }
-        let text = SimulatedAi::expected_transcript(request.packets.iter().map(|p| p.data.as_str()));
-        Ok(Transcript { text })
+        Ok(Transcript::text(SimulatedAi::transcript_of(&request.audio)))
     }
 
     async fn analyze_sentiment(
@@ -166,7 +165,7 @@ impl AiClient for ScriptedAi {
         call_id: &CallId,
         _idempotency_key: &str,
         transcript: &Transcript,
-    ) -> Result<Sentiment, AiError> {
+    ) -> Result<SentimentAnalysis, AiError> {
         {
             let mut state = self.state();
             *state.sentiment_calls.entry(call_id.clone()).or_default() += 1;
@@ -174,6 +173,6 @@ impl AiClient for ScriptedAi {
                 return Err(error);
             }
         }
-        Ok(SimulatedAi::sentiment_of(&transcript.text))
+        Ok(SimulatedAi::sentiment_of(&transcript.text).into())
     }
 }

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::ai::{AiResult, Sentiment, SentimentLabel};
+use crate::ai::{AiResult, ChannelSentiment, Segment, Sentiment, SentimentLabel};
+use crate::media::AudioStats;
 use crate::id::{CallId, WorkerId};
-use crate::packet::{NewPacket, Packet};
+use crate::packet::{NewPacket, Packet, Payload};
 use crate::state::CallState;
 use crate::store::{AttemptFailure, CallSnapshot, CallStore, Claim, PacketOutcome};
 
@@ -62,6 +63,10 @@ macro_rules! call_store_conformance {
             huge_gap_is_reported_exactly,
             missing_ranges_are_truncated,
             packets_come_back_in_sequence_order,
+            channels_have_their_own_sequence_spaces,
+            text_and_audio_payloads_are_kept_apart,
+            open_declares_the_media_format_once,
+            packet_pages_read_one_channel_in_order,
             list_pages_in_byte_order_with_state_filter,
             list_refuses_invalid_limits,
             claim_takes_oldest_due_first_up_to_limit,
@@ -110,8 +115,15 @@ fn worker(s: &str) -> WorkerId {
 }
 
 fn new_packet(call: &CallId, seq: u64, data: &str) -> NewPacket {
+    new_packet_on(call, 0, seq, Payload::from_base64_or_text(data))
+}
+
+fn new_packet_on(call: &CallId, channel: u8, seq: u64, payload: Payload) -> NewPacket {
     let seq = i64::try_from(seq).expect("test sequence fits i64");
-    NewPacket::new(call.clone(), Packet::new(seq, data, seq as f64 * 0.02).expect("valid test packet"))
+    let packet = Packet::new(seq, payload, seq as f64 * 0.02)
+        .and_then(|p| p.on_channel(i64::from(channel)))
+        .expect("valid test packet");
+    NewPacket::new(call.clone(), packet)
 }
 
 /// The data the suite sends for sequence `seq` unless a case says otherwise.
@@ -141,8 +153,13 @@ async fn snapshot(store: &dyn CallStore, call: &CallId) -> CallSnapshot {
 
 fn result_for(call: &CallId) -> AiResult {
     AiResult {
-        transcript: format!("transcript of {call}"),
-        sentiment: Sentiment { label: SentimentLabel::Positive, score: 0.75 },
+        segments: vec![Segment { start: 0.0, end: 1.5, text: format!("transcript of {call}"), channel: None }],
+        channel_sentiment: vec![ChannelSentiment {
+            channel: 1,
+            sentiment: Sentiment { label: SentimentLabel::Negative, score: -0.5 },
+        }],
+        audio: Some(AudioStats { frames: 3, gaps: 1, undecodable: 1, resized: 0 }),
+        ..AiResult::new(format!("transcript of {call}"), Sentiment { label: SentimentLabel::Positive, score: 0.75 })
     }
 }
 

@@ -11,7 +11,9 @@ use proptest::test_runner::TestRunner;
 use super::*;
 use crate::ordering::{OrderingCounters, OrderingReport, missing_ranges};
 use crate::state::{Transition, Trigger, transition};
-use crate::store::{Appended, AttemptRef, Lease, ListQuery, PacketRejection, StoreError};
+use crate::media::MediaFormat;
+use crate::packet::Payload;
+use crate::store::{Appended, AttemptRef, Lease, ListQuery, Opened, PacketRejection, StoreError};
 
 const CASES: usize = 32;
 const MAX_OPS: usize = 40;
@@ -22,7 +24,11 @@ const MAX_RANGES: usize = 2;
 /// against the case's ids and the attempts claimed so far (stale ones included).
 #[derive(Debug, Clone)]
 enum Op {
-    Append(Vec<(usize, u64, bool)>),
+    /// (call, channel, sequence, payload variant: 0 the suite's text, 1 other text,
+    /// 2 the suite's bytes as audio, which conflicts with 0).
+    Append(Vec<(usize, u8, u64, u8)>),
+    /// (call, format variant).
+    Open(usize, bool),
     Complete(usize),
     Claim { limit: usize, lease_ms: i64 },
     Heartbeat { attempt: usize, lease_ms: i64 },
@@ -35,9 +41,12 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let packet = (0..CALLS, 1u64..10, proptest::bool::weighted(0.15));
+    let variant = prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)];
+    let channel = prop_oneof![4 => Just(0u8), 1 => Just(1u8)];
+    let packet = (0..CALLS, channel, 1u64..10, variant);
     prop_oneof![
         6 => proptest::collection::vec(packet, 1..5).prop_map(Op::Append),
+        1 => (0..CALLS, proptest::bool::weighted(0.3)).prop_map(|(c, alt)| Op::Open(c, alt)),
         2 => (0..CALLS).prop_map(Op::Complete),
         3 => (0usize..3, 1i64..4).prop_map(|(limit, s)| Op::Claim { limit, lease_ms: s * 1000 }),
         1 => (any::<usize>(), 1i64..4).prop_map(|(attempt, s)| Op::Heartbeat { attempt, lease_ms: s * 1000 }),
@@ -55,7 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone)]
 struct ModelCall {
     snap: CallSnapshot,
-    packets: BTreeMap<u64, String>,
+    packets: BTreeMap<(u8, u64), Payload>,
 }
 
 impl ModelCall {
@@ -78,9 +87,13 @@ impl ModelCall {
 
     fn snapshot(&self) -> CallSnapshot {
         let mut snap = self.snap.clone();
-        let (ranges, truncated) = missing_ranges(self.packets.keys().copied(), MAX_RANGES);
-        snap.ordering.missing_ranges = ranges;
-        snap.ordering.missing_ranges_truncated = truncated;
+        for (channel, report) in snap.channel_ordering.iter_mut().enumerate() {
+            let seqs = self.packets.keys().filter(|(c, _)| usize::from(*c) == channel).map(|(_, s)| *s);
+            let (ranges, truncated) = missing_ranges(seqs, MAX_RANGES);
+            report.missing_ranges = ranges;
+            report.missing_ranges_truncated = truncated;
+        }
+        snap.ordering = snap.channel_ordering[0].clone();
         snap
     }
 }
@@ -94,6 +107,7 @@ fn kind(e: &StoreError) -> String {
     match e {
         StoreError::NotFound { .. } => "NotFound".into(),
         StoreError::Fenced { .. } => "Fenced".into(),
+        StoreError::FormatConflict { .. } => "FormatConflict".into(),
         StoreError::InvalidTransition { source, .. } => format!("Invalid({}, {:?})", source.state, source.trigger),
         other => format!("unexpected: {other}"),
     }
@@ -112,6 +126,41 @@ impl Model {
         self.calls.get_mut(id).ok_or_else(not_found)
     }
 
+    fn open(&mut self, id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, String> {
+        if let Some(call) = self.calls.get_mut(id) {
+            let s = &mut call.snap;
+            match s.media_format {
+                Some(declared) if declared != format => return Err("FormatConflict".into()),
+                Some(_) => {}
+                None => {
+                    s.media_format = Some(format);
+                    s.updated_at = now;
+                }
+            }
+            return Ok(Opened { created: false, state: s.state });
+        }
+        let snap = CallSnapshot {
+            call_id: id.clone(),
+            state: CallState::InProgress,
+            media_format: Some(format),
+            ordering: OrderingReport::default(),
+            channel_ordering: vec![OrderingReport::default()],
+            attempts: 0,
+            failures: 0,
+            next_attempt_at: None,
+            lease: None,
+            last_error: None,
+            result: None,
+            created_at: now,
+            updated_at: now,
+            last_packet_at: now,
+            completed_at: None,
+            finished_at: None,
+        };
+        self.calls.insert(id.clone(), ModelCall { snap, packets: BTreeMap::new() });
+        Ok(Opened { created: true, state: CallState::InProgress })
+    }
+
     fn append(&mut self, batch: &[NewPacket], now: DateTime<Utc>) -> Vec<PacketOutcome> {
         let mut out = Vec::new();
         for p in batch {
@@ -122,7 +171,9 @@ impl Model {
                     snap: CallSnapshot {
                         call_id: p.call_id.clone(),
                         state: CallState::InProgress,
+                        media_format: None,
                         ordering: OrderingReport::default(),
+                        channel_ordering: vec![OrderingReport::default()],
                         attempts: 0,
                         failures: 0,
                         next_attempt_at: None,
@@ -143,15 +194,19 @@ impl Model {
                 out.push(Err(PacketRejection::CallClosed { call_id: p.call_id.clone(), state: s.state }));
                 continue;
             }
-            let seq = p.packet.sequence();
-            let stored = call.packets.get(&seq);
+            let (channel, seq) = (p.packet.channel(), p.packet.sequence());
+            let stored = call.packets.get(&(channel, seq));
             if stored.is_some_and(|d| d != p.packet.data()) {
                 out.push(Err(PacketRejection::Conflict { call_id: p.call_id.clone(), sequence: seq }));
                 continue;
             }
-            let order = s.ordering.counters.observe(seq, stored.is_some());
+            while s.channel_ordering.len() <= usize::from(channel) {
+                s.channel_ordering.push(OrderingReport::default());
+            }
+            let order = s.channel_ordering[usize::from(channel)].counters.observe(seq, stored.is_some());
+            s.ordering.counters = s.channel_ordering[0].counters;
             if stored.is_none() {
-                call.packets.insert(seq, p.packet.data().to_owned());
+                call.packets.insert((channel, seq), p.packet.data().clone());
                 s.last_packet_at = now;
             }
             out.push(Ok(Appended { order, created_call }));
@@ -291,12 +346,22 @@ impl Case<'_> {
             Op::Append(packets) => {
                 let batch: Vec<NewPacket> = packets
                     .iter()
-                    .map(|&(c, seq, alt)| {
-                        new_packet(&self.ids[c], seq, &if alt { format!("other_{seq}") } else { data(seq) })
+                    .map(|&(c, channel, seq, variant)| {
+                        let payload = match variant {
+                            0 => Payload::Text(data(seq).into()),
+                            1 => Payload::Text(format!("other_{seq}").into()),
+                            _ => Payload::Audio(data(seq).into()),
+                        };
+                        new_packet_on(&self.ids[c], channel, seq, payload)
                     })
                     .collect();
                 let got = s.append(&batch, now).await.map_err(|e| format!("append failed: {e}"))?;
                 same("append", got, self.model.append(&batch, now))?;
+            }
+            Op::Open(c, alt) => {
+                let format = if *alt { "l16/16000/2" } else { "mulaw/8000/1" }.parse().expect("valid format");
+                let got = s.open(&self.ids[*c], format, now).await.map_err(|e| kind(&e));
+                same("open", got, self.model.open(&self.ids[*c], format, now))?;
             }
             Op::Complete(c) => {
                 same("complete", lift(s.complete(&self.ids[*c], now).await), self.model.complete(&self.ids[*c], now))?
@@ -366,7 +431,10 @@ impl Case<'_> {
             let got = s.get(id, MAX_RANGES).await.map(comparable).map_err(|e| kind(&e));
             let expect = self.model.calls.get(id).map(|c| comparable(c.snapshot())).ok_or_else(not_found);
             same(&format!("get {id}"), got, expect)?;
-            let got = s.packets(id).await.map(|p| p.into_iter().map(|p| (p.sequence, p.data)).collect::<Vec<_>>());
+            let got = s
+                .packets(id)
+                .await
+                .map(|p| p.into_iter().map(|p| ((p.channel, p.sequence), p.data)).collect::<Vec<_>>());
             let expect =
                 self.model.calls.get(id).map(|c| c.packets.clone().into_iter().collect()).ok_or_else(not_found);
             same(&format!("packets {id}"), got.map_err(|e| kind(&e)), expect)?;

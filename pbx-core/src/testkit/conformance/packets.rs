@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ordering::{OrderingCounters, PacketOrder, SeqRange};
-use crate::store::{Appended, PacketRejection};
+use crate::media::MediaFormat;
+use crate::packet::StoredPacket;
+use crate::store::{Appended, Opened, PacketRejection, StoreError};
 
 fn ok(order: PacketOrder) -> PacketOutcome {
     Ok(Appended { order, created_call: false })
@@ -25,7 +27,7 @@ pub async fn duplicates_and_conflicts(store: Arc<dyn CallStore>) {
     assert_eq!(snap.last_packet_at, at(0), "neither a duplicate nor a conflict stores a packet");
     let packets = s.packets(&call).await.expect("packets");
     assert_eq!(packets.len(), 2);
-    assert_eq!((packets[0].data.as_str(), packets[1].data.as_str()), (data(1).as_str(), data(2).as_str()));
+    assert_eq!((&packets[0].data, &packets[1].data), (&Payload::from(data(1)), &Payload::from(data(2))));
     assert_eq!(packets[1].received_at, at(0), "the first copy is kept");
 }
 
@@ -59,8 +61,8 @@ pub async fn duplicates_and_conflicts_within_one_batch(store: Arc<dyn CallStore>
         ]
     );
     let packets = s.packets(&call).await.expect("packets");
-    let got: Vec<(u64, &str)> = packets.iter().map(|p| (p.sequence, p.data.as_str())).collect();
-    assert_eq!(got, vec![(1, "one"), (2, "two"), (3, "three")]);
+    let got: Vec<(u64, String)> = packets.iter().map(|p| (p.sequence, p.data.to_base64_or_text())).collect();
+    assert_eq!(got, vec![(1, "one".to_owned()), (2, "two".to_owned()), (3, "three".to_owned())]);
     let counters = snapshot(s, &call).await.ordering.counters;
     assert_eq!(counters, OrderingCounters { received: 3, highest: 3, duplicates: 2, out_of_order: 1 });
 }
@@ -184,10 +186,120 @@ pub async fn packets_come_back_in_sequence_order(store: Arc<dyn CallStore>) {
     }
     let packets = s.packets(&call).await.expect("packets");
     let got: Vec<(u64, String, f64, DateTime<Utc>)> =
-        packets.into_iter().map(|p| (p.sequence, p.data, p.timestamp, p.received_at)).collect();
+        packets.into_iter().map(|p| (p.sequence, p.data.to_base64_or_text(), p.timestamp, p.received_at)).collect();
     let expect: Vec<_> = [(1u64, 20i64), (2, 40), (3, 10), (4, 30), (5, 0)]
         .into_iter()
         .map(|(seq, ms)| (seq, data(seq), seq as f64 * 0.02, at(ms)))
         .collect();
     assert_eq!(got, expect);
+}
+
+/// Channel 0 and channel 1 each count from 1: same sequences, no collision, their own
+/// counters and missing ranges.
+pub async fn channels_have_their_own_sequence_spaces(store: Arc<dyn CallStore>) {
+    let s = &*store;
+    let call = id("call-stereo");
+    let batch = vec![
+        new_packet_on(&call, 0, 1, Payload::Audio(vec![1u8; 160].into())),
+        new_packet_on(&call, 1, 1, Payload::Audio(vec![2u8; 160].into())),
+        new_packet_on(&call, 1, 3, Payload::Audio(vec![3u8; 160].into())),
+        new_packet_on(&call, 0, 2, Payload::Audio(vec![4u8; 160].into())),
+        new_packet_on(&call, 1, 1, Payload::Audio(vec![2u8; 160].into())),
+        new_packet_on(&call, 1, 2, Payload::Audio(vec![5u8; 160].into())),
+    ];
+    let out = s.append(&batch, at(0)).await.expect("append");
+    assert_eq!(
+        out,
+        vec![
+            Ok(Appended { order: PacketOrder::InOrder, created_call: true }),
+            Ok(Appended { order: PacketOrder::InOrder, created_call: false }),
+            Ok(Appended { order: PacketOrder::Gap { missing: SeqRange { first: 2, last: 2 } }, created_call: false }),
+            Ok(Appended { order: PacketOrder::InOrder, created_call: false }),
+            Ok(Appended { order: PacketOrder::Duplicate, created_call: false }),
+            Ok(Appended { order: PacketOrder::OutOfOrder, created_call: false }),
+        ]
+    );
+    let snap = snapshot(s, &call).await;
+    assert_eq!(snap.channel_ordering.len(), 2);
+    assert_eq!(snap.ordering, snap.channel_ordering[0]);
+    assert_eq!(snap.channel_ordering[0].counters, OrderingCounters { received: 2, highest: 2, duplicates: 0, out_of_order: 0 });
+    assert_eq!(snap.channel_ordering[1].counters, OrderingCounters { received: 3, highest: 3, duplicates: 1, out_of_order: 1 });
+    assert!(snap.channel_ordering[1].missing_ranges.is_empty());
+    let packets = s.packets(&call).await.expect("packets");
+    let keys: Vec<(u8, u64)> = packets.iter().map(|p| (p.channel, p.sequence)).collect();
+    assert_eq!(keys, vec![(0, 1), (0, 2), (1, 1), (1, 2), (1, 3)], "ascending by channel, then sequence");
+    assert_eq!(packets[2].data, Payload::Audio(vec![2u8; 160].into()));
+    // A mono call lists one channel.
+    let mono = id("call-mono");
+    append_seqs(s, &mono, &[1, 3], at(0)).await;
+    let snap = snapshot(s, &mono).await;
+    assert_eq!(snap.channel_ordering.len(), 1);
+    assert_eq!(snap.channel_ordering[0].missing_ranges, vec![SeqRange { first: 2, last: 2 }]);
+}
+
+/// Audio bytes and a text payload with the same bytes are different payloads: each
+/// reads back as it was sent, and one resent as the other is a conflict.
+pub async fn text_and_audio_payloads_are_kept_apart(store: Arc<dyn CallStore>) {
+    let s = &*store;
+    let call = id("call-kinds");
+    let text = Payload::Text("audio_chunk_1".into());
+    let audio = Payload::Audio("audio_chunk_1".into());
+    let binary = Payload::Audio(vec![0u8, 255, 127, 128, 0].into());
+    let empty = Payload::Audio(Vec::new().into());
+    let batch = vec![
+        new_packet_on(&call, 0, 1, text.clone()),
+        new_packet_on(&call, 0, 2, binary.clone()),
+        new_packet_on(&call, 0, 3, empty.clone()),
+    ];
+    assert!(s.append(&batch, at(0)).await.expect("append").iter().all(Result::is_ok));
+    let resent = s.append(&[new_packet_on(&call, 0, 1, audio)], at(1)).await.expect("append");
+    assert_eq!(resent, vec![Err(PacketRejection::Conflict { call_id: call.clone(), sequence: 1 })]);
+    let again = s.append(&[new_packet_on(&call, 0, 2, binary.clone())], at(2)).await.expect("append");
+    assert_eq!(again, vec![Ok(Appended { order: PacketOrder::Duplicate, created_call: false })]);
+    let packets = s.packets(&call).await.expect("packets");
+    let got: Vec<&Payload> = packets.iter().map(|p| &p.data).collect();
+    assert_eq!(got, vec![&text, &binary, &empty]);
+}
+
+/// The first declared format stays; the same one again is a no-op, another refused.
+pub async fn open_declares_the_media_format_once(store: Arc<dyn CallStore>) {
+    let s = &*store;
+    let stereo: MediaFormat = "l16/16000/2".parse().expect("format");
+    let call = id("call-open");
+    let opened = s.open(&call, stereo, at(0)).await.expect("open");
+    assert_eq!(opened, Opened { created: true, state: CallState::InProgress });
+    let snap = snapshot(s, &call).await;
+    assert_eq!(snap.media_format, Some(stereo));
+    assert_eq!(snap.state, CallState::InProgress);
+    assert_eq!(snap.ordering.counters, OrderingCounters::default());
+    assert_eq!(s.open(&call, stereo, at(1)).await.expect("again"), Opened { created: false, state: CallState::InProgress });
+    let refused = s.open(&call, MediaFormat::TELEPHONY, at(2)).await;
+    assert!(matches!(refused, Err(StoreError::FormatConflict { declared, requested, .. })
+        if declared == stereo && requested == MediaFormat::TELEPHONY), "{refused:?}");
+    // Its first packet does not create it again.
+    assert_eq!(append_one(s, &call, 1, &data(1), at(3)).await, Ok(Appended { order: PacketOrder::InOrder, created_call: false }));
+    // A call created by its packets takes the first format declared later.
+    let implicit = id("call-implicit");
+    append_seqs(s, &implicit, &[1], at(0)).await;
+    assert_eq!(snapshot(s, &implicit).await.media_format, None);
+    assert_eq!(s.open(&implicit, stereo, at(1)).await.expect("open"), Opened { created: false, state: CallState::InProgress });
+    assert_eq!(snapshot(s, &implicit).await.media_format, Some(stereo));
+    // A closed call can be opened (a reconnecting stream); its state says so.
+    s.complete(&implicit, at(2)).await.expect("complete");
+    assert_eq!(s.open(&implicit, stereo, at(3)).await.expect("open"), Opened { created: false, state: CallState::Completed });
+}
+
+/// Pages read one channel, ascending, above a cursor.
+pub async fn packet_pages_read_one_channel_in_order(store: Arc<dyn CallStore>) {
+    let s = &*store;
+    let call = id("call-pages");
+    let mut batch: Vec<NewPacket> = [5u64, 1, 3, 2, 4].iter().map(|&q| new_packet(&call, q, &data(q))).collect();
+    batch.push(new_packet_on(&call, 1, 2, Payload::Text("right".into())));
+    assert!(s.append(&batch, at(0)).await.expect("append").iter().all(Result::is_ok));
+    let seqs = |page: Vec<StoredPacket>| page.into_iter().map(|p| (p.channel, p.sequence)).collect::<Vec<_>>();
+    assert_eq!(seqs(s.packet_page(&call, 0, 0, 2).await.expect("page")), vec![(0, 1), (0, 2)]);
+    assert_eq!(seqs(s.packet_page(&call, 0, 2, 10).await.expect("page")), vec![(0, 3), (0, 4), (0, 5)]);
+    assert_eq!(seqs(s.packet_page(&call, 0, 5, 10).await.expect("page")), vec![]);
+    assert_eq!(seqs(s.packet_page(&call, 1, 0, 10).await.expect("page")), vec![(1, 2)]);
+    assert!(matches!(s.packet_page(&id("nobody"), 0, 0, 10).await, Err(StoreError::NotFound { .. })));
 }

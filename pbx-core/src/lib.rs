@@ -45,8 +45,8 @@ pub mod prelude {
     pub use crate::events::Event;
     pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
     pub use crate::id::{CallId, WorkerId};
-    pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
     pub use crate::media::{Encoding, MediaFormat};
+    pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
     pub use crate::packet::{NewPacket, Packet, PacketLimits, Payload, StoredPacket};
     pub use crate::retry::{Jitter, RetryPolicy};
     pub use crate::state::{CallState, Transition};

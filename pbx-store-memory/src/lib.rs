@@ -35,12 +35,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pbx_core::ai::AiResult;
 use pbx_core::id::{CallId, WorkerId};
+use pbx_core::media::MediaFormat;
 use pbx_core::ordering::{OrderingCounters, OrderingReport, missing_ranges};
 use pbx_core::packet::{NewPacket, StoredPacket};
 use pbx_core::state::{CallState, Transition, Trigger, transition};
 use pbx_core::store::{
     Appended, AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, CallSummary, Claim, Lease, ListQuery,
-    MAX_LIST_LIMIT, PacketOutcome, PacketRejection, StoreError,
+    MAX_LIST_LIMIT, Opened, PacketOutcome, PacketRejection, StoreError,
 };
 
 /// The in-memory [`CallStore`]. See the crate docs.
@@ -58,8 +59,10 @@ pub struct MemoryCallStore {
 struct Call {
     id: CallId,
     state: CallState,
-    counters: OrderingCounters,
-    packets: BTreeMap<u64, StoredPacket>,
+    media_format: Option<MediaFormat>,
+    /// Per channel, index = channel; at least channel 0.
+    counters: Vec<OrderingCounters>,
+    packets: BTreeMap<(u8, u64), StoredPacket>,
     attempts: u32,
     failures: u32,
     next_attempt_at: Option<DateTime<Utc>>,
@@ -88,7 +91,8 @@ impl Call {
         Self {
             id,
             state: CallState::InProgress,
-            counters: OrderingCounters::default(),
+            media_format: None,
+            counters: vec![OrderingCounters::default()],
             packets: BTreeMap::new(),
             attempts: 0,
             failures: 0,
@@ -113,22 +117,26 @@ impl Call {
         if !self.state.accepts_packets() {
             return Err(PacketRejection::CallClosed { call_id: self.id.clone(), state: self.state });
         }
-        let sequence = new.packet.sequence();
-        let stored = self.packets.get(&sequence);
+        let (channel, sequence) = (new.packet.channel(), new.packet.sequence());
+        let stored = self.packets.get(&(channel, sequence));
         if let Some(stored) = stored
-            && stored.data != new.packet.data()
+            && stored.data != *new.packet.data()
         {
             return Err(PacketRejection::Conflict { call_id: self.id.clone(), sequence });
         }
-        let order = self.counters.observe(sequence, stored.is_some());
+        if self.counters.len() <= usize::from(channel) {
+            self.counters.resize(usize::from(channel) + 1, OrderingCounters::default());
+        }
+        let order = self.counters[usize::from(channel)].observe(sequence, stored.is_some());
         if stored.is_none() {
             let packet = StoredPacket {
+                channel,
                 sequence,
-                data: new.packet.data().to_owned(),
+                data: new.packet.data().clone(),
                 timestamp: new.packet.timestamp(),
                 received_at: now,
             };
-            self.packets.insert(sequence, packet);
+            self.packets.insert((channel, sequence), packet);
             self.last_packet_at = now;
         }
         self.updated_at = now;
@@ -165,19 +173,26 @@ impl Call {
     }
 
     fn snapshot(&self, max_missing_ranges: usize) -> CallSnapshot {
-        let (missing, truncated) = if self.counters.missing() == 0 {
-            (Vec::new(), false)
-        } else {
-            missing_ranges(self.packets.keys().copied(), max_missing_ranges)
-        };
+        let channel_ordering: Vec<OrderingReport> = self
+            .counters
+            .iter()
+            .zip(0u8..)
+            .map(|(counters, channel)| {
+                let (missing, truncated) = if counters.missing() == 0 {
+                    (Vec::new(), false)
+                } else {
+                    let seqs = self.packets.range((channel, 0)..=(channel, u64::MAX)).map(|(&(_, seq), _)| seq);
+                    missing_ranges(seqs, max_missing_ranges)
+                };
+                OrderingReport { counters: *counters, missing_ranges: missing, missing_ranges_truncated: truncated }
+            })
+            .collect();
         CallSnapshot {
             call_id: self.id.clone(),
             state: self.state,
-            ordering: OrderingReport {
-                counters: self.counters,
-                missing_ranges: missing,
-                missing_ranges_truncated: truncated,
-            },
+            media_format: self.media_format,
+            ordering: channel_ordering[0].clone(),
+            channel_ordering,
             attempts: self.attempts,
             failures: self.failures,
             next_attempt_at: self.next_attempt_at,
@@ -371,7 +386,7 @@ impl CallStore for MemoryCallStore {
             calls.push(CallSummary {
                 call_id: call.id.clone(),
                 state: call.state,
-                counters: call.counters,
+                counters: call.counters[0],
                 attempts: call.attempts,
                 updated_at: call.updated_at,
             });
@@ -383,10 +398,42 @@ impl CallStore for MemoryCallStore {
         Ok(CallPage { calls, next })
     }
 
+    async fn open(&self, call_id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError> {
+        self.with_call_or_create(call_id, now, |call, created| match call.media_format {
+            Some(declared) if declared != format => {
+                Err(StoreError::FormatConflict { call_id: call_id.clone(), declared, requested: format })
+            }
+            Some(_) => Ok(Opened { created, state: call.state }),
+            None => {
+                call.media_format = Some(format);
+                if !created {
+                    call.updated_at = now;
+                }
+                Ok(Opened { created, state: call.state })
+            }
+        })
+    }
+
     async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
         let call = self.call(call_id)?;
         let call = lock(&call);
         Ok(call.packets.values().cloned().collect())
+    }
+
+    async fn packet_page(
+        &self,
+        call_id: &CallId,
+        channel: u8,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredPacket>, StoreError> {
+        if limit == 0 || limit > MAX_LIST_LIMIT {
+            return Err(StoreError::InvalidArgument(format!("limit must be 1..={MAX_LIST_LIMIT}, got {limit}")));
+        }
+        let call = self.call(call_id)?;
+        let call = lock(&call);
+        let Some(first) = after.checked_add(1) else { return Ok(Vec::new()) };
+        Ok(call.packets.range((channel, first)..=(channel, u64::MAX)).take(limit).map(|(_, p)| p.clone()).collect())
     }
 
     async fn claim(

@@ -32,9 +32,9 @@ use tokio::task::JoinSet;
 
 use super::{Gateway, GatewayError, Shared};
 use crate::ai::{AiClient, AiError, AiResult, Transcript, TranscriptionRequest};
-use crate::media::AudioStats;
 use crate::events::Event;
 use crate::id::WorkerId;
+use crate::media::AudioStats;
 use crate::retry::{InvalidRetryPolicy, RetryPolicy};
 use crate::state::{CallState, Transition};
 use crate::store::{AttemptFailure, AttemptRef, Claim, StoreError};
@@ -423,8 +423,12 @@ impl Processor {
                 Ok(cached) => cached,
                 Err((source_format, audio)) => {
                     let stats = audio.stats;
-                    let request =
-                        TranscriptionRequest { call_id: call_id.clone(), attempt: attempt_number, source_format, audio: Arc::new(audio) };
+                    let request = TranscriptionRequest {
+                        call_id: call_id.clone(),
+                        attempt: attempt_number,
+                        source_format,
+                        audio: Arc::new(audio),
+                    };
                     (gauge.track(ai.transcribe(&request)).await?, stats)
                 }
             };

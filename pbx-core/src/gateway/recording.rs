@@ -127,7 +127,8 @@ impl Recording {
             return Ok(None);
         }
         let last = self.highest.min(self.next_sequence + SLOTS_PER_CHUNK - 1);
-        let mut samples = Vec::with_capacity(self.assembler.slot_bytes() / 2 * (last - self.next_sequence + 1) as usize);
+        let mut samples =
+            Vec::with_capacity(self.assembler.slot_bytes() / 2 * (last - self.next_sequence + 1) as usize);
         let mut slot: Vec<Option<Payload>> = vec![None; self.tracks.len()];
         for sequence in self.next_sequence..=last {
             for (channel, track) in self.tracks.iter_mut().enumerate() {

@@ -123,9 +123,9 @@ impl Assembler {
                     match self.format.encoding() {
                         Encoding::Mulaw => self.scratch.extend(bytes[..take].iter().map(|&b| mulaw_to_linear(b))),
                         Encoding::Alaw => self.scratch.extend(bytes[..take].iter().map(|&b| alaw_to_linear(b))),
-                        Encoding::L16 => self.scratch.extend(
-                            bytes[..take * 2].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])),
-                        ),
+                        Encoding::L16 => self
+                            .scratch
+                            .extend(bytes[..take * 2].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]))),
                     }
                 }
             },

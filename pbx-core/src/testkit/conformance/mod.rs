@@ -18,8 +18,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::ai::{AiResult, ChannelSentiment, Segment, Sentiment, SentimentLabel};
-use crate::media::AudioStats;
 use crate::id::{CallId, WorkerId};
+use crate::media::AudioStats;
 use crate::packet::{NewPacket, Packet, Payload};
 use crate::state::CallState;
 use crate::store::{AttemptFailure, CallSnapshot, CallStore, Claim, PacketOutcome};

@@ -9,10 +9,10 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 use super::*;
-use crate::ordering::{OrderingCounters, OrderingReport, missing_ranges};
-use crate::state::{Transition, Trigger, transition};
 use crate::media::MediaFormat;
+use crate::ordering::{OrderingCounters, OrderingReport, missing_ranges};
 use crate::packet::Payload;
+use crate::state::{Transition, Trigger, transition};
 use crate::store::{Appended, AttemptRef, Lease, ListQuery, Opened, PacketRejection, StoreError};
 
 const CASES: usize = 32;
@@ -30,13 +30,25 @@ enum Op {
     /// (call, format variant).
     Open(usize, bool),
     Complete(usize),
-    Claim { limit: usize, lease_ms: i64 },
-    Heartbeat { attempt: usize, lease_ms: i64 },
+    Claim {
+        limit: usize,
+        lease_ms: i64,
+    },
+    Heartbeat {
+        attempt: usize,
+        lease_ms: i64,
+    },
     Succeed(usize),
-    Fail { attempt: usize, retry_in_ms: Option<i64> },
+    Fail {
+        attempt: usize,
+        retry_in_ms: Option<i64>,
+    },
     Release(usize),
     Redrive(usize),
-    CompleteIdle { idle_ms: i64, limit: usize },
+    CompleteIdle {
+        idle_ms: i64,
+        limit: usize,
+    },
     Advance(i64),
 }
 

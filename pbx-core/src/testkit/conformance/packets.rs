@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::ordering::{OrderingCounters, PacketOrder, SeqRange};
 use crate::media::MediaFormat;
+use crate::ordering::{OrderingCounters, PacketOrder, SeqRange};
 use crate::packet::StoredPacket;
 use crate::store::{Appended, Opened, PacketRejection, StoreError};
 
@@ -222,8 +222,14 @@ pub async fn channels_have_their_own_sequence_spaces(store: Arc<dyn CallStore>) 
     let snap = snapshot(s, &call).await;
     assert_eq!(snap.channel_ordering.len(), 2);
     assert_eq!(snap.ordering, snap.channel_ordering[0]);
-    assert_eq!(snap.channel_ordering[0].counters, OrderingCounters { received: 2, highest: 2, duplicates: 0, out_of_order: 0 });
-    assert_eq!(snap.channel_ordering[1].counters, OrderingCounters { received: 3, highest: 3, duplicates: 1, out_of_order: 1 });
+    assert_eq!(
+        snap.channel_ordering[0].counters,
+        OrderingCounters { received: 2, highest: 2, duplicates: 0, out_of_order: 0 }
+    );
+    assert_eq!(
+        snap.channel_ordering[1].counters,
+        OrderingCounters { received: 3, highest: 3, duplicates: 1, out_of_order: 1 }
+    );
     assert!(snap.channel_ordering[1].missing_ranges.is_empty());
     let packets = s.packets(&call).await.expect("packets");
     let keys: Vec<(u8, u64)> = packets.iter().map(|p| (p.channel, p.sequence)).collect();
@@ -272,21 +278,36 @@ pub async fn open_declares_the_media_format_once(store: Arc<dyn CallStore>) {
     assert_eq!(snap.media_format, Some(stereo));
     assert_eq!(snap.state, CallState::InProgress);
     assert_eq!(snap.ordering.counters, OrderingCounters::default());
-    assert_eq!(s.open(&call, stereo, at(1)).await.expect("again"), Opened { created: false, state: CallState::InProgress });
+    assert_eq!(
+        s.open(&call, stereo, at(1)).await.expect("again"),
+        Opened { created: false, state: CallState::InProgress }
+    );
     let refused = s.open(&call, MediaFormat::TELEPHONY, at(2)).await;
-    assert!(matches!(refused, Err(StoreError::FormatConflict { declared, requested, .. })
-        if declared == stereo && requested == MediaFormat::TELEPHONY), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::FormatConflict { declared, requested, .. })
+        if declared == stereo && requested == MediaFormat::TELEPHONY),
+        "{refused:?}"
+    );
     // Its first packet does not create it again.
-    assert_eq!(append_one(s, &call, 1, &data(1), at(3)).await, Ok(Appended { order: PacketOrder::InOrder, created_call: false }));
+    assert_eq!(
+        append_one(s, &call, 1, &data(1), at(3)).await,
+        Ok(Appended { order: PacketOrder::InOrder, created_call: false })
+    );
     // A call created by its packets takes the first format declared later.
     let implicit = id("call-implicit");
     append_seqs(s, &implicit, &[1], at(0)).await;
     assert_eq!(snapshot(s, &implicit).await.media_format, None);
-    assert_eq!(s.open(&implicit, stereo, at(1)).await.expect("open"), Opened { created: false, state: CallState::InProgress });
+    assert_eq!(
+        s.open(&implicit, stereo, at(1)).await.expect("open"),
+        Opened { created: false, state: CallState::InProgress }
+    );
     assert_eq!(snapshot(s, &implicit).await.media_format, Some(stereo));
     // A closed call can be opened (a reconnecting stream); its state says so.
     s.complete(&implicit, at(2)).await.expect("complete");
-    assert_eq!(s.open(&implicit, stereo, at(3)).await.expect("open"), Opened { created: false, state: CallState::Completed });
+    assert_eq!(
+        s.open(&implicit, stereo, at(3)).await.expect("open"),
+        Opened { created: false, state: CallState::Completed }
+    );
 }
 
 /// Pages read one channel, ascending, above a cursor.

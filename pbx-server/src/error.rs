@@ -47,10 +47,12 @@ pub enum ApiError {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The call does not take this operation in its state (closed to packets, not
-    /// FAILED for a re-drive), or the sequence was stored before with different data.
+    /// FAILED for a re-drive, no audio for a recording), the sequence was stored
+    /// before with different data, or the call was declared with another media format.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The body or the batch is larger than allowed.
+    /// The body or the batch is larger than allowed (or a recording longer than a WAV
+    /// can hold).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// A failure on the server's side.
@@ -153,6 +155,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(ErrorBody::new("invalid_transition", e.to_string()))
             }
             StoreError::Fenced { .. } => ApiError::Conflict(ErrorBody::new("fenced", e.to_string())),
+            StoreError::FormatConflict { .. } => ApiError::Conflict(ErrorBody::new("format_conflict", e.to_string())),
             StoreError::InvalidArgument(_) => ApiError::bad_request("invalid_argument", e.to_string()),
             _ if e.is_retryable() => {
                 tracing::warn!(error = %e, "store unavailable");
@@ -175,6 +178,8 @@ impl From<GatewayError> for ApiError {
                 ApiError::PayloadTooLarge(ErrorBody::new("batch_too_large", e.to_string()))
             }
             GatewayError::Store(e) => e.into(),
+            GatewayError::NoAudio { .. } => ApiError::Conflict(ErrorBody::new("no_audio", e.to_string())),
+            GatewayError::Audio(_) => ApiError::PayloadTooLarge(ErrorBody::new("audio_too_long", e.to_string())),
             GatewayError::ShuttingDown => ApiError::unavailable("shutting_down", e.to_string()),
             _ if e.is_retryable() => ApiError::unavailable("unavailable", e.to_string()),
             _ => {
@@ -247,6 +252,17 @@ mod tests {
             (StoreError::InvalidArgument("limit".into()).into(), StatusCode::BAD_REQUEST, "invalid_argument"),
             (StoreError::unavailable("down").into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             (GatewayError::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            (GatewayError::NoAudio { call_id: call() }, StatusCode::CONFLICT, "no_audio"),
+            (
+                StoreError::FormatConflict {
+                    call_id: call(),
+                    declared: pbx_core::MediaFormat::TELEPHONY,
+                    requested: "l16/16000/1".parse().unwrap(),
+                }
+                .into(),
+                StatusCode::CONFLICT,
+                "format_conflict",
+            ),
             (StoreError::backend("boom").into(), StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         ];
         for (error, status, code) in cases {

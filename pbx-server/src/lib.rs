@@ -19,6 +19,7 @@ use pbx_core::ai::{AiClient, SimulatedAi};
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
 use pbx_core::store::{CallStore, StoreError};
 use pbx_store_memory::MemoryCallStore;
+#[cfg(feature = "postgres")]
 use pbx_store_postgres::{PgCallStore, PgStoreOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::watch;
@@ -74,6 +75,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, Serve
             tracing::info!("store: memory (calls are lost on exit)");
             Ok(Arc::new(MemoryCallStore::new()))
         }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => Err(ServerError::Store(StoreError::InvalidArgument(
+            "this pbx-server was built without the `postgres` feature; use --store memory".into(),
+        ))),
+        #[cfg(feature = "postgres")]
         Some(url) => {
             let options = PgStoreOptions::default().max_connections(settings.db_max_connections);
             let store = PgCallStore::connect_with(url, options).await?;

@@ -9,6 +9,7 @@ use pbx_core::ai::SimulatedAiConfig;
 use pbx_core::gateway::{
     DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, GatewayConfig, GroupCommit, ProcessorConfig,
 };
+use pbx_core::media::MediaFormat;
 use pbx_core::packet::DEFAULT_MAX_DATA_BYTES;
 use pbx_core::retry::{Jitter, RetryPolicy};
 use pbx_core::{WorkerId, ordering::DEFAULT_MAX_MISSING_RANGES};
@@ -109,6 +110,12 @@ pub struct Settings {
     /// Largest packet `data` accepted, in bytes; larger packets get a 400.
     #[arg(long, env = "PBX_MAX_DATA_BYTES", default_value_t = DEFAULT_MAX_DATA_BYTES)]
     pub max_data_bytes: usize,
+
+    /// Media format of calls that do not declare one: ENCODING/RATE/CHANNELS, with
+    /// encoding mulaw, alaw or l16 (signed 16-bit little-endian), rate 8000, 12000,
+    /// 16000, 24000, 32000, 44100 or 48000, and 1 or 2 channels.
+    #[arg(long, env = "PBX_MEDIA_FORMAT", default_value = "mulaw/8000/1", value_parser = parse_media_format)]
+    pub media_format: MediaFormat,
 
     /// Group commit: coalesce concurrent single-packet requests into batch writes.
     /// Auto: on for PostgreSQL (one transaction for many packets), off for the memory
@@ -285,6 +292,7 @@ impl Settings {
             writers: self.writers,
             max_request_batch: self.max_batch,
             max_missing_ranges: DEFAULT_MAX_MISSING_RANGES,
+            default_media_format: self.media_format,
             ..GatewayConfig::default()
         }
     }
@@ -346,6 +354,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
 
+fn parse_media_format(s: &str) -> Result<MediaFormat, String> {
+    s.parse().map_err(|e: pbx_core::media::MediaFormatError| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +415,17 @@ mod tests {
         assert!(keyed.check_exposure().is_ok());
         let loopback = Settings::parse_from_args(["pbx-server", "--bind", "[::1]:0"]).unwrap();
         assert!(loopback.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn media_format_is_checked() {
+        let s = Settings::parse_from_args(["pbx-server"]).unwrap();
+        assert_eq!(s.gateway_config().default_media_format, MediaFormat::TELEPHONY);
+        let s = Settings::parse_from_args(["pbx-server", "--media-format", "l16/16000/2"]).unwrap();
+        assert_eq!(s.gateway_config().default_media_format.to_string(), "l16/16000/2");
+        for bad in ["opus/48000/1", "mulaw/11025/1", "mulaw/8000/3", "x"] {
+            assert!(Settings::parse_from_args(["pbx-server", "--media-format", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use pbx_core::store::ListQuery;
 use pbx_core::{CallId, CallState};
+use poem_openapi::ApiResponse;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Binary, Json};
 
 use super::types::{CallPageView, CallView, TransitionView};
 use super::{ApiTags, Ctx};
@@ -49,7 +50,45 @@ impl CallsApi {
     ) -> Result<Json<CallView>, ApiError> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
         let call_id = CallId::new(call_id.0)?;
-        Ok(Json(self.ctx.gateway.call(&call_id).await?.into()))
+        let snapshot = self.ctx.gateway.call(&call_id).await?;
+        Ok(Json(CallView::new(snapshot, self.ctx.gateway.config().default_media_format)))
+    }
+
+    /// A call's recording as a WAV file (role `supervisor`).
+    ///
+    /// PCM 16-bit at the call's sample rate: one channel for a mono call, two for a
+    /// stereo format or a call with a second track (channel 0 left, channel 1 right).
+    /// Frames play in sequence order; a missing frame, a text payload and an
+    /// undecodable frame each play as one frame of silence, so the file lasts exactly
+    /// as long as the call's highest sequence says. Streamed from the store a page at a
+    /// time, with its `Content-Length` known up front. A call with no packet has no
+    /// audio: 409 `no_audio` (not an empty WAV, so that a player never shows a 0 s
+    /// recording as if it were one). Works in any state, also while the call streams.
+    #[oai(path = "/v1/calls/:call_id/recording.wav", method = "get", operation_id = "get_recording")]
+    async fn recording(
+        &self,
+        auth: Auth,
+        /// The call.
+        call_id: Path<String>,
+    ) -> Result<RecordingResponse, ApiError> {
+        self.ctx.keys.authorize(&auth, Role::Supervisor)?;
+        let call_id = CallId::new(call_id.0)?;
+        let recording = self.ctx.gateway.recording(&call_id).await?;
+        let length = recording.content_length();
+        let disposition = format!("attachment; filename=\"{call_id}.wav\"");
+        let chunks = futures::stream::try_unfold(recording, |mut recording| async move {
+            match recording.next_chunk().await {
+                Ok(Some(chunk)) => Ok(Some((bytes::Bytes::from(chunk), recording))),
+                Ok(None) => Ok(None),
+                Err(error) => {
+                    // The status is sent already; cutting the body short is what tells
+                    // the client (its Content-Length is not reached).
+                    tracing::warn!(call_id = %recording.call_id(), %error, "recording stream failed");
+                    Err(std::io::Error::other(error.to_string()))
+                }
+            }
+        });
+        Ok(RecordingResponse::Wav(Binary(poem::Body::from_bytes_stream(chunks)), disposition, length))
     }
 
     /// List calls ascending by id, optionally in one state (role `supervisor`).
@@ -92,5 +131,31 @@ impl CallsApi {
         let call_id = CallId::new(call_id.0)?;
         let t = self.ctx.gateway.redrive(&call_id).await?;
         Ok(Json(TransitionView::new(&call_id, t)))
+    }
+}
+
+/// The answer of `GET /v1/calls/{call_id}/recording.wav`.
+#[derive(ApiResponse)]
+pub enum RecordingResponse {
+    /// The recording.
+    #[oai(status = 200, content_type = "audio/wav")]
+    Wav(
+        Binary<poem::Body>,
+        /// `attachment; filename="<call_id>.wav"`.
+        #[oai(header = "Content-Disposition")]
+        String,
+        /// Bytes of the whole file.
+        #[oai(header = "Content-Length")]
+        u64,
+    ),
+}
+
+impl std::fmt::Debug for RecordingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordingResponse::Wav(_, disposition, length) => {
+                f.debug_tuple("Wav").field(disposition).field(length).finish_non_exhaustive()
+            }
+        }
     }
 }

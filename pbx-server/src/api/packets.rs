@@ -1,7 +1,8 @@
 //! Ingestion: the seed's `POST /ingest/{call_id}`, its `/v1` twin, and the batch.
 
 use pbx_core::gateway::GatewayError;
-use pbx_core::{CallId, NewPacket, Packet};
+use pbx_core::media::MediaFormatError;
+use pbx_core::{CallId, NewPacket};
 use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -22,7 +23,10 @@ impl PacketsApi {
     async fn ingest_one(&self, auth: &Auth, call_id: String, body: PacketIn) -> Result<Json<PacketAck>, ApiError> {
         self.ctx.keys.authorize(auth, Role::Ingest)?;
         let call_id = CallId::new(call_id)?;
-        let packet = Packet::new(body.sequence, body.data.0, body.timestamp)?;
+        let packet = body.packet()?;
+        if let Some(format) = body.media_format().map_err(invalid_format)? {
+            self.ctx.gateway.open(&call_id, format).await?;
+        }
         let appended = self.ctx.gateway.ingest(call_id, packet).await?;
         Ok(Json(appended.into()))
     }
@@ -79,18 +83,37 @@ impl PacketsApi {
         if body.0.len() > limit {
             return Err(GatewayError::BatchTooLarge { len: body.0.len(), limit }.into());
         }
+        let mut format = None;
         let packets = body
             .0
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, p)| {
-                Packet::new(p.sequence, p.data.0, p.timestamp)
+                if let Some(declared) = p.media_format().map_err(invalid_format)? {
+                    match format {
+                        Some(earlier) if earlier != declared => {
+                            return Err(ApiError::bad_request(
+                                "invalid_media_format",
+                                format!("packet {i} declares {declared}, an earlier one {earlier}"),
+                            ));
+                        }
+                        _ => format = Some(declared),
+                    }
+                }
+                p.packet()
                     .map(|packet| NewPacket::new(call_id.clone(), packet))
                     .map_err(|e| ApiError::bad_request("invalid_packet", format!("packet {i}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(format) = format {
+            self.ctx.gateway.open(&call_id, format).await?;
+        }
         let sequences: Vec<u64> = packets.iter().map(|p| p.packet.sequence()).collect();
         let outcomes = self.ctx.gateway.ingest_batch(packets).await?;
         Ok(Json(sequences.into_iter().zip(&outcomes).map(|(seq, o)| BatchItem::new(seq, o)).collect()))
     }
+}
+
+fn invalid_format(e: MediaFormatError) -> ApiError {
+    ApiError::bad_request("invalid_media_format", e.to_string())
 }

@@ -2,12 +2,13 @@
 //! Core types are never the API schema.
 
 use chrono::{DateTime, Utc};
-use pbx_core::CallState;
 use pbx_core::events::Event;
 use pbx_core::gateway::ProcessorStatus;
+use pbx_core::media::{AudioStats, MediaFormat, MediaFormatError};
 use pbx_core::ordering::{OrderingReport, PacketOrder, SeqRange};
 use pbx_core::state::Transition;
 use pbx_core::store::{Appended, CallPage, CallSnapshot, CallSummary, PacketOutcome};
+use pbx_core::{CallState, Packet, PacketError, Payload};
 use poem_openapi::{Enum, Object};
 
 use crate::error::rejection;
@@ -19,17 +20,55 @@ use crate::error::rejection;
 #[derive(Debug, Clone, Object, serde::Deserialize)]
 #[oai(example)]
 pub struct PacketIn {
-    /// The packet's sequence number within its call: 1 to 9223372036854775807.
+    /// The packet's sequence number within its call and channel: 1 to
+    /// 9223372036854775807.
     pub sequence: i64,
-    /// The opaque payload (usually base64 audio); at most the configured size.
+    /// The audio frame, standard base64 of its bytes in the call's media format (at
+    /// most the configured size once decoded). A string that is not base64 (the
+    /// seed's `audio_chunk_1`) is accepted too and kept as text: it reads back exactly
+    /// as sent, and plays as silence (counted as an undecodable frame).
     pub data: StrictString,
     /// The sender's timestamp in seconds: finite and not negative.
     pub timestamp: f64,
+    /// The channel (track) the frame belongs to: 0 (the default) or 1. Each channel
+    /// has its own sequence space and ordering counters (Twilio's inbound and outbound
+    /// tracks, say).
+    #[serde(default)]
+    pub channel: Option<i64>,
+    /// Declares the call's media format, `ENCODING/RATE/CHANNELS` (`mulaw/8000/1`,
+    /// `alaw/8000/1`, `l16/16000/2`; rates 8000, 12000, 16000, 24000, 32000, 44100,
+    /// 48000). Usually sent with the first packet only; the first declaration wins
+    /// and another one later is a 409. Without one the server's `--media-format` holds.
+    #[serde(default)]
+    #[oai(validator(max_length = 32))]
+    pub media_format: Option<String>,
+}
+
+impl PacketIn {
+    /// The core packet, validated.
+    pub(crate) fn packet(&self) -> Result<Packet, PacketError> {
+        let packet = Packet::new(self.sequence, Payload::from_base64_or_text(&self.data.0), self.timestamp)?;
+        match self.channel {
+            Some(channel) => packet.on_channel(channel),
+            None => Ok(packet),
+        }
+    }
+
+    /// The declared media format, if any.
+    pub(crate) fn media_format(&self) -> Result<Option<MediaFormat>, MediaFormatError> {
+        self.media_format.as_deref().map(str::parse).transpose()
+    }
 }
 
 impl poem_openapi::types::Example for PacketIn {
     fn example() -> Self {
-        Self { sequence: 1, data: StrictString("audio_chunk_1".into()), timestamp: 123.45 }
+        Self {
+            sequence: 1,
+            data: StrictString("audio_chunk_1".into()),
+            timestamp: 123.45,
+            channel: None,
+            media_format: None,
+        }
     }
 }
 
@@ -329,8 +368,16 @@ pub struct CallView {
     pub call_id: String,
     /// Its state.
     pub state: StateView,
-    /// Counters and missing ranges.
+    /// The media format its audio is read with: `ENCODING/RATE/CHANNELS`.
+    pub media_format: String,
+    /// `true` when the call declared its format; `false` when it is the server's
+    /// default (`--media-format`).
+    pub media_format_declared: bool,
+    /// Counters and missing ranges (channel 0).
     pub ordering: OrderingView,
+    /// Counters and missing ranges per channel (index = channel): one entry for a
+    /// mono call, two for a call with a second track.
+    pub channels: Vec<OrderingView>,
     /// AI attempts started.
     pub attempts: u32,
     /// Failed AI attempts counted against the retry policy.
@@ -345,6 +392,13 @@ pub struct CallView {
     pub transcript: Option<String>,
     /// The sentiment, once ARCHIVED.
     pub sentiment: Option<SentimentView>,
+    /// The transcript's timed segments, once ARCHIVED (empty where the provider gives
+    /// none).
+    pub segments: Vec<SegmentView>,
+    /// Per-channel sentiment of a 2-channel call, once ARCHIVED.
+    pub channel_sentiment: Vec<ChannelSentimentView>,
+    /// What assembling the audio for the AI found, once ARCHIVED.
+    pub audio: Option<AudioStatsView>,
     /// When the first packet arrived.
     pub created_at: DateTime<Utc>,
     /// When anything last changed.
@@ -357,19 +411,87 @@ pub struct CallView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// One timed piece of a transcript.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct SegmentView {
+    /// Start, seconds from the start of the call's audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// What was said.
+    pub text: String,
+    /// The channel it was said on (2-channel calls).
+    pub channel: Option<u8>,
+}
+
+/// One channel's sentiment.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct ChannelSentimentView {
+    /// The channel.
+    pub channel: u8,
+    /// Its sentiment.
+    pub sentiment: SentimentView,
+}
+
+/// What assembling a call's audio found.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct AudioStatsView {
+    /// Frame slots per track (sequences 1 to the highest).
+    pub frames: u64,
+    /// Missing frames, played as silence.
+    pub gaps: u64,
+    /// Frames that could not be decoded (text, a partial sample), played as silence.
+    pub undecodable: u64,
+    /// Frames of another length than the call's, cut or padded.
+    pub resized: u64,
+}
+
+impl From<AudioStats> for AudioStatsView {
+    fn from(a: AudioStats) -> Self {
+        Self { frames: a.frames, gaps: a.gaps, undecodable: a.undecodable, resized: a.resized }
+    }
+}
+
+fn sentiment_view(s: pbx_core::ai::Sentiment) -> SentimentView {
+    SentimentView { label: s.label.as_str().to_owned(), score: s.score }
+}
+
+impl CallView {
+    /// The view of a snapshot; `default_format` is the server's `--media-format`.
+    pub fn new(s: CallSnapshot, default_format: MediaFormat) -> Self {
+        let mut view = Self::from(s);
+        if !view.media_format_declared {
+            view.media_format = default_format.to_string();
+        }
+        view
+    }
+}
+
 impl From<CallSnapshot> for CallView {
     fn from(s: CallSnapshot) -> Self {
-        let (transcript, sentiment) = match s.result {
+        let (transcript, sentiment, segments, channel_sentiment, audio) = match s.result {
             Some(r) => (
                 Some(r.transcript),
-                Some(SentimentView { label: r.sentiment.label.as_str().to_owned(), score: r.sentiment.score }),
+                Some(sentiment_view(r.sentiment)),
+                r.segments
+                    .into_iter()
+                    .map(|g| SegmentView { start: g.start, end: g.end, text: g.text, channel: g.channel })
+                    .collect(),
+                r.channel_sentiment
+                    .into_iter()
+                    .map(|c| ChannelSentimentView { channel: c.channel, sentiment: sentiment_view(c.sentiment) })
+                    .collect(),
+                r.audio.map(Into::into),
             ),
-            None => (None, None),
+            None => (None, None, Vec::new(), Vec::new(), None),
         };
         Self {
             call_id: s.call_id.into_string(),
             state: s.state.into(),
+            media_format: s.media_format.unwrap_or_default().to_string(),
+            media_format_declared: s.media_format.is_some(),
             ordering: s.ordering.into(),
+            channels: s.channel_ordering.into_iter().map(Into::into).collect(),
             attempts: s.attempts,
             failures: s.failures,
             next_attempt_at: s.next_attempt_at,
@@ -377,6 +499,9 @@ impl From<CallSnapshot> for CallView {
             last_error: s.last_error,
             transcript,
             sentiment,
+            segments,
+            channel_sentiment,
+            audio,
             created_at: s.created_at,
             updated_at: s.updated_at,
             last_packet_at: s.last_packet_at,

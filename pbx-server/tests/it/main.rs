@@ -9,6 +9,8 @@ mod contract;
 mod events;
 mod helpers;
 mod malformed;
+mod media;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod shutdown;
 mod unavailable;

@@ -33,7 +33,13 @@ impl CallStore for DownStore {
     async fn list(&self, _: &ListQuery) -> Result<CallPage, StoreError> {
         down()
     }
+    async fn open(&self, _: &CallId, _: MediaFormat, _: DateTime<Utc>) -> Result<Opened, StoreError> {
+        down()
+    }
     async fn packets(&self, _: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
+        down()
+    }
+    async fn packet_page(&self, _: &CallId, _: u8, _: u64, _: usize) -> Result<Vec<StoredPacket>, StoreError> {
         down()
     }
     async fn claim(&self, _: &WorkerId, _: Duration, _: usize, _: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {

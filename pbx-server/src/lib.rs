@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pbx_core::ai::{AiClient, SimulatedAi};
+use pbx_core::ai::AiClient;
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
 use pbx_core::store::{CallStore, StoreError};
 use pbx_store_memory::MemoryCallStore;
@@ -24,6 +24,7 @@ use pbx_store_postgres::{PgCallStore, PgStoreOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::watch;
 
+pub mod ai;
 pub mod api;
 pub mod auth;
 pub mod error;
@@ -109,13 +110,13 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the store, builds the gateway, starts the processor with the simulated AI,
-    /// and binds the listener.
+    /// Opens the store, builds the gateway, starts the processor with the AI the
+    /// settings choose (`--ai`), and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, ServerError> {
         settings.check_exposure()?;
-        let ai = SimulatedAi::new(settings.simulated_ai_config()).map_err(|e| ServerError::Config(e.to_string()))?;
+        let ai = ai::build_ai(&settings)?;
         let store = open_store(&settings).await?;
-        Self::build_with(settings, store, Arc::new(ai)).await
+        Self::build_with(settings, store, ai).await
     }
 
     /// Like [`Server::build`] over a given store and AI client (tests, embedders).

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use pbx_server::{Settings, init_tracing, run};
+use pbx_server::{ServerError, Settings, init_tracing, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +13,11 @@ async fn main() -> ExitCode {
         Err(error) => {
             // Printed rather than logged: RUST_LOG must not be able to hide why it stopped.
             eprintln!("pbx-server: {error}");
-            ExitCode::FAILURE
+            // A bad setting is a usage error (2, like clap's); anything else 1.
+            match error {
+                ServerError::Setting(_) | ServerError::Config(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use pbx_core::packet::DEFAULT_MAX_DATA_BYTES;
 use pbx_core::retry::{Jitter, RetryPolicy};
 use pbx_core::{WorkerId, ordering::DEFAULT_MAX_MISSING_RANGES};
 
+use crate::ai::{AiKind, SentimentKind};
 use crate::api::{AppOptions, DEFAULT_BODY_LIMIT};
 use crate::auth::{ApiKey, ApiKeys};
 
@@ -132,6 +133,62 @@ pub struct Settings {
     #[arg(long, env = "PBX_WRITERS", default_value_t = 1)]
     pub writers: usize,
 
+    /// The AI that transcribes: simulated (needs nothing), openai (any
+    /// OpenAI-compatible transcription server) or deepgram.
+    #[arg(long, env = "PBX_AI", value_enum, default_value_t = AiKind::Simulated)]
+    pub ai: AiKind,
+
+    /// The provider's base URL, without /v1: https://api.openai.com (the openai
+    /// default), http://127.0.0.1:9000 for a self-hosted Whisper server,
+    /// https://api.deepgram.com (the deepgram default).
+    #[arg(long, env = "PBX_AI_BASE_URL")]
+    pub ai_base_url: Option<String>,
+
+    /// The transcription model: whisper-1 (openai default), gpt-4o-transcribe, a
+    /// self-hosted server's model name, nova-3 (deepgram default).
+    #[arg(long, env = "PBX_AI_MODEL")]
+    pub ai_model: Option<String>,
+
+    /// The spoken language (ISO 639-1 such as en, de); the model detects it when unset.
+    #[arg(long, env = "PBX_AI_LANGUAGE")]
+    pub ai_language: Option<String>,
+
+    /// The provider's API key. Prefer PBX_AI_API_KEY or --ai-api-key-file: a flag is
+    /// visible in the process list. Never logged or shown.
+    #[arg(long, env = "PBX_AI_API_KEY", hide_env_values = true)]
+    pub ai_api_key: Option<String>,
+
+    /// A file holding the provider's API key (wins over --ai-api-key).
+    #[arg(long, env = "PBX_AI_API_KEY_FILE")]
+    pub ai_api_key_file: Option<std::path::PathBuf>,
+
+    /// Longest single AI HTTP request (--attempt-timeout still bounds a whole attempt).
+    #[arg(long, env = "PBX_AI_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub ai_timeout: Duration,
+
+    /// openai: verbose_json (timed segments; whisper-1 and self-hosted servers) or json
+    /// (gpt-4o transcribe models); default by model.
+    #[arg(long, env = "PBX_AI_RESPONSE_FORMAT")]
+    pub ai_response_format: Option<String>,
+
+    /// openai: the largest upload; longer calls are split at frame boundaries.
+    #[arg(long, env = "PBX_AI_MAX_UPLOAD_BYTES", default_value_t = pbx_ai::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub ai_max_upload_bytes: usize,
+
+    /// Sentiment: auto (the provider's own where it has one, else VADER), vader (local)
+    /// or openai (a chat model, --sentiment-model).
+    #[arg(long, env = "PBX_SENTIMENT", value_enum, default_value_t = SentimentKind::Auto)]
+    pub sentiment: SentimentKind,
+
+    /// --sentiment openai: the chat model.
+    #[arg(long, env = "PBX_SENTIMENT_MODEL", default_value = "gpt-4o-mini")]
+    pub sentiment_model: String,
+
+    /// --sentiment openai: its base URL (default: --ai-base-url with --ai openai, else
+    /// https://api.openai.com). The key is --ai-api-key's.
+    #[arg(long, env = "PBX_SENTIMENT_BASE_URL")]
+    pub sentiment_base_url: Option<String>,
+
     /// Share of simulated AI requests that fail (retryably), from 0 to 1.
     #[arg(long, env = "PBX_AI_FAILURE_RATE", default_value_t = 0.25)]
     pub ai_failure_rate: f64,
@@ -221,7 +278,7 @@ pub struct InvalidSetting {
     pub reason: String,
 }
 
-fn invalid(setting: &'static str, reason: impl std::fmt::Display) -> InvalidSetting {
+pub(crate) fn invalid(setting: &'static str, reason: impl std::fmt::Display) -> InvalidSetting {
     InvalidSetting { setting, reason: reason.to_string() }
 }
 

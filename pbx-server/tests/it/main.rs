@@ -13,4 +13,6 @@ mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod shutdown;
+mod spawned;
+mod speech;
 mod unavailable;

@@ -1,15 +1,14 @@
 //! End to end: the real `pbx-server` binary against PostgreSQL (DATABASE_URL), one fresh
 //! database per test. Waiting is done on the server's own event feed, never by sleeping.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pbx_core::ai::SimulatedAi;
+
+use crate::spawned::Spawned;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// The server every PostgreSQL test needs; fails loudly when DATABASE_URL is unset.
 fn database_url() -> String {
@@ -50,91 +49,6 @@ async fn fresh_database() -> TestDb {
     let (prefix, rest) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
     let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     TestDb { url: format!("{prefix}/{name}{query}"), name }
-}
-
-/// A running `pbx-server` process.
-struct Spawned {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Spawned {
-    async fn start(database_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-server"))
-            .args(["--bind", "127.0.0.1:0", "--log-format", "json", "--database-url", database_url])
-            .args(["--ai-failure-rate", "0", "--poll-interval", "200ms", "--idle-timeout", "0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("PBX_API_KEYS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pbx-server");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next_line().await.unwrap().expect("pbx-server exited before listening");
-            let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
-            if let Some(addr) = log["addr"].as_str() {
-                break addr.to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, url: format!("http://{addr}"), http: reqwest::Client::new() }
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}{path}", self.url));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.url)).send().await.expect("request");
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.expect("json")
-    }
-
-    /// Opens the event feed of `call`.
-    async fn events(&self, call: &str) -> EventFeed {
-        let resp = self.http.get(format!("{}/v1/events?call_id={call}", self.url)).send().await.expect("events");
-        assert!(resp.status().is_success());
-        EventFeed { resp, buffer: String::new() }
-    }
-}
-
-/// A Server-Sent Events reader.
-struct EventFeed {
-    resp: reqwest::Response,
-    buffer: String,
-}
-
-impl EventFeed {
-    /// Reads events until one is a state change to `state`.
-    async fn wait_for_state(&mut self, state: &str) {
-        let wait = async {
-            loop {
-                while let Some(end) = self.buffer.find('\n') {
-                    let line: String = self.buffer.drain(..=end).collect();
-                    if let Some(data) = line.trim_end().strip_prefix("data:") {
-                        let event: Value = serde_json::from_str(data.trim()).expect("event JSON");
-                        if event["type"] == "state_changed" && event["to"] == state {
-                            return;
-                        }
-                    }
-                }
-                let chunk = self.resp.chunk().await.expect("feed").expect("feed ended");
-                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {state} on the feed"));
-    }
 }
 
 fn packet(seq: u64) -> Value {

@@ -352,13 +352,12 @@ impl Answer {
             if said.is_empty() {
                 continue;
             }
-            let start = piece.offset + s.start;
-            segments.push(Segment {
-                start,
-                end: (piece.offset + s.end).max(start),
-                text: said.to_owned(),
-                channel: None,
-            });
+            // Whisper rounds times up (a 1.8 s clip's segment ends at 2.0): keep them
+            // within the piece.
+            let piece_end = piece.offset + piece.duration;
+            let start = (piece.offset + s.start).min(piece_end);
+            let end = (piece.offset + s.end).clamp(start, piece_end);
+            segments.push(Segment { start, end, text: said.to_owned(), channel: None });
         }
         Ok((text, segments))
     }

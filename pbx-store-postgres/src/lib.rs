@@ -6,9 +6,11 @@
 //! - **Schema**: the SQL migrations in `migrations/`, embedded as [`MIGRATOR`] and run by
 //!   [`PgCallStore::migrate`]. The database guards its own invariants (states, counters,
 //!   sequences, leases, results, foreign keys), so bypassing the code cannot store a bad row.
-//! - **Ingest**: one transaction per batch and a fixed number of statements whatever its
-//!   size (4 round trips, 5 when the batch holds retransmitted or late packets); call
-//!   rows are locked in byte order of their ids so concurrent batches never deadlock.
+//! - **Ingest**: one statement per batch, whatever it holds (a PL/pgSQL function the
+//!   migrations create): one round trip and one commit, the batch stored whole or not
+//!   at all. Call rows are created and locked in byte order of their ids, so concurrent
+//!   batches never deadlock. Each channel of a call has its own sequence space and
+//!   counters; payloads are bytes plus their kind (audio or text).
 //! - **AI work**: `FOR UPDATE SKIP LOCKED` claims with leases; every later write is
 //!   fenced by the attempt number. A call that becomes due sends `NOTIFY pbx_work` in
 //!   the same transaction, and [`CallStore::wait_for_work`] listens for it.
@@ -44,10 +46,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pbx_core::ai::AiResult;
 use pbx_core::id::{CallId, WorkerId};
+use pbx_core::media::MediaFormat;
 use pbx_core::packet::{NewPacket, StoredPacket};
 use pbx_core::state::{CallState, Transition};
 use pbx_core::store::{
-    AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, PacketOutcome, StoreError,
+    AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, Opened, PacketOutcome, StoreError,
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -55,6 +58,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 mod append;
 mod error;
 mod listener;
+mod open;
 mod reads;
 mod rows;
 mod work;
@@ -148,14 +152,12 @@ impl PgStoreOptions {
 pub struct PgCallStore {
     pool: PgPool,
     listener: listener::WorkListener,
-    /// When appends try their one-statement path.
-    fast_path: append::FastPathGate,
 }
 
 impl PgCallStore {
     /// A store over an existing pool (whose database is migrated, see [`MIGRATOR`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, listener: listener::WorkListener::default(), fast_path: append::FastPathGate::default() }
+        Self { pool, listener: listener::WorkListener::default() }
     }
 
     /// Connects with the default [`PgStoreOptions`]. Does not migrate.
@@ -197,7 +199,7 @@ impl PgCallStore {
 impl CallStore for PgCallStore {
     #[tracing::instrument(level = "debug", skip_all, fields(packets = batch.len()), err)]
     async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
-        append::append(&self.pool, &self.fast_path, batch, now).await
+        append::append(&self.pool, batch, now).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
@@ -213,8 +215,23 @@ impl CallStore for PgCallStore {
         reads::list(&self.pool, query).await
     }
 
+    #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
+    async fn open(&self, call_id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError> {
+        open::open(&self.pool, call_id, format, now).await
+    }
+
     async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
         reads::packets(&self.pool, call_id).await
+    }
+
+    async fn packet_page(
+        &self,
+        call_id: &CallId,
+        channel: u8,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredPacket>, StoreError> {
+        reads::packet_page(&self.pool, call_id, channel, after, limit).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]

@@ -3,8 +3,9 @@
 //! [`CorruptRow`] error, never a panic.
 
 use chrono::{DateTime, Utc};
-use pbx_core::ai::{AiResult, Sentiment, SentimentLabel};
+use pbx_core::ai::{AiResult, ChannelSentiment, Segment, Sentiment, SentimentLabel};
 use pbx_core::id::{CallId, WorkerId};
+use pbx_core::media::{AudioStats, MediaFormat};
 use pbx_core::ordering::{OrderingCounters, OrderingReport, SeqRange};
 use pbx_core::state::CallState;
 use pbx_core::store::{CallSnapshot, CallSummary, Lease, StoreError};
@@ -16,7 +17,8 @@ macro_rules! call_columns {
     () => {
         "call_id, state, received, highest_sequence, duplicates, out_of_order, attempts, failures, \
          lease_owner, lease_expires_at, next_attempt_at, last_error, transcript, sentiment_label, \
-         sentiment_score, created_at, updated_at, last_packet_at, completed_at, finished_at"
+         sentiment_score, ai_details::text AS ai_details, media_format, created_at, updated_at, \
+         last_packet_at, completed_at, finished_at"
     };
 }
 pub(crate) use call_columns;
@@ -39,6 +41,8 @@ pub(crate) struct CallRow {
     pub(crate) transcript: Option<String>,
     pub(crate) sentiment_label: Option<String>,
     pub(crate) sentiment_score: Option<f64>,
+    pub(crate) ai_details: Option<String>,
+    pub(crate) media_format: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) last_packet_at: DateTime<Utc>,
@@ -101,46 +105,63 @@ impl CallRow {
         match (&self.transcript, &self.sentiment_label, self.sentiment_score) {
             (Some(transcript), Some(label), Some(score)) => {
                 let label: SentimentLabel = label.parse().map_err(|e: String| CorruptRow::error(&self.call_id, e))?;
-                Ok(Some(AiResult { transcript: transcript.clone(), sentiment: Sentiment { label, score } }))
+                let details = match &self.ai_details {
+                    Some(json) => serde_json::from_str(json)
+                        .map_err(|e| CorruptRow::error(&self.call_id, format!("ai_details: {e}")))?,
+                    None => AiDetails::default(),
+                };
+                Ok(Some(AiResult {
+                    transcript: transcript.clone(),
+                    sentiment: Sentiment { label, score },
+                    segments: details.segments,
+                    channel_sentiment: details.channel_sentiment,
+                    audio: details.audio,
+                }))
             }
             (None, None, None) => Ok(None),
             _ => Err(CorruptRow::error(&self.call_id, "partial AI result")),
         }
     }
 
-    /// The snapshot, with the missing ranges the query computed (`gaps`: first and last
-    /// of each range, at most `max + 1` of them, lowest first).
+    /// The snapshot, with each channel's counters and missing ranges ([`ChannelRow`]s,
+    /// in any order; channel 0's counters in them must be the row's own).
     pub(crate) fn into_snapshot(
         self,
-        gaps: Option<(Vec<i64>, Vec<i64>)>,
+        channels: Vec<ChannelRow>,
         max_missing_ranges: usize,
     ) -> Result<CallSnapshot, StoreError> {
-        let counters = self.counters()?;
-        let mut missing_ranges = Vec::new();
-        let mut truncated = false;
-        if let Some((firsts, lasts)) = gaps {
-            for (first, last) in firsts.into_iter().zip(lasts) {
-                if missing_ranges.len() == max_missing_ranges {
-                    truncated = true;
-                    break;
-                }
-                missing_ranges.push(SeqRange {
-                    first: unsigned(&self.call_id, "gap start", first)?,
-                    last: unsigned(&self.call_id, "gap end", last)?,
-                });
+        let id = self.call_id.as_str();
+        let mut channel_ordering = vec![OrderingReport { counters: self.counters()?, ..OrderingReport::default() }];
+        for ch in channels {
+            let channel = usize::try_from(ch.channel)
+                .ok()
+                .filter(|c| *c < usize::from(pbx_core::packet::MAX_CHANNELS))
+                .ok_or_else(|| CorruptRow::error(id, format!("channel {} out of range", ch.channel)))?;
+            if channel_ordering.len() <= channel {
+                channel_ordering.resize(channel + 1, OrderingReport::default());
             }
+            let [received, highest, duplicates, out_of_order] = ch.counters;
+            let counters = counters(id, received, highest, duplicates, out_of_order)?;
+            channel_ordering[channel] = report(id, counters, ch.gaps, max_missing_ranges)?;
         }
         let lease = match (&self.lease_owner, self.lease_expires_at) {
             (Some(owner), Some(expires_at)) => Some(Lease { owner: WorkerId::new(owner.clone()), expires_at }),
             (None, None) => None,
-            _ => return Err(CorruptRow::error(&self.call_id, "half a lease")),
+            _ => return Err(CorruptRow::error(id, "half a lease")),
         };
+        let media_format = self
+            .media_format
+            .as_deref()
+            .map(|f| f.parse::<MediaFormat>().map_err(|e| CorruptRow::error(id, format!("media_format: {e}"))))
+            .transpose()?;
         Ok(CallSnapshot {
-            call_id: call_id(&self.call_id)?,
-            state: state(&self.call_id, &self.state)?,
-            ordering: OrderingReport { counters, missing_ranges, missing_ranges_truncated: truncated },
-            attempts: count(&self.call_id, "attempts", self.attempts)?,
-            failures: count(&self.call_id, "failures", self.failures)?,
+            call_id: call_id(id)?,
+            state: state(id, &self.state)?,
+            media_format,
+            ordering: channel_ordering[0].clone(),
+            channel_ordering,
+            attempts: count(id, "attempts", self.attempts)?,
+            failures: count(id, "failures", self.failures)?,
             next_attempt_at: self.next_attempt_at,
             lease,
             last_error: self.last_error.clone(),
@@ -151,6 +172,73 @@ impl CallRow {
             completed_at: self.completed_at,
             finished_at: self.finished_at,
         })
+    }
+}
+
+/// One channel's counters (`received`, `highest_sequence`, `duplicates`,
+/// `out_of_order`) and lowest missing ranges (first and last of each, at most `max + 1`
+/// of them, lowest first), as the snapshot query computes them.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelRow {
+    pub(crate) channel: i16,
+    pub(crate) counters: [i64; 4],
+    pub(crate) gaps: Vec<(i64, i64)>,
+}
+
+/// An ordering report from counters and the lowest gaps; more than `max` gaps means
+/// the list is truncated.
+fn report(
+    call_id: &str,
+    counters: OrderingCounters,
+    gaps: impl IntoIterator<Item = (i64, i64)>,
+    max: usize,
+) -> Result<OrderingReport, StoreError> {
+    let mut missing_ranges = Vec::new();
+    let mut truncated = false;
+    for (first, last) in gaps {
+        if missing_ranges.len() == max {
+            truncated = true;
+            break;
+        }
+        missing_ranges.push(SeqRange {
+            first: unsigned(call_id, "gap start", first)?,
+            last: unsigned(call_id, "gap end", last)?,
+        });
+    }
+    Ok(OrderingReport { counters, missing_ranges, missing_ranges_truncated: truncated })
+}
+
+/// What `calls.ai_details` holds: the parts of an [`AiResult`] beyond its transcript
+/// and sentiment.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct AiDetails {
+    #[serde(default)]
+    pub(crate) segments: Vec<Segment>,
+    #[serde(default)]
+    pub(crate) channel_sentiment: Vec<ChannelSentiment>,
+    #[serde(default)]
+    pub(crate) audio: Option<AudioStats>,
+}
+
+impl AiDetails {
+    /// The details of a result as JSON. JSON has no NaN or infinity, so a segment time
+    /// that is not finite is refused rather than stored as something else.
+    pub(crate) fn json(result: &AiResult) -> Result<String, StoreError> {
+        if let Some(s) = result.segments.iter().find(|s| !s.start.is_finite() || !s.end.is_finite()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "segment times must be finite, got {}..{}",
+                s.start, s.end
+            )));
+        }
+        #[derive(serde::Serialize)]
+        struct Borrowed<'a> {
+            segments: &'a [Segment],
+            channel_sentiment: &'a [ChannelSentiment],
+            audio: Option<AudioStats>,
+        }
+        let details =
+            Borrowed { segments: &result.segments, channel_sentiment: &result.channel_sentiment, audio: result.audio };
+        serde_json::to_string(&details).map_err(StoreError::backend)
     }
 }
 

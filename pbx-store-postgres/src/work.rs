@@ -213,7 +213,8 @@ pub(crate) async fn heartbeat(
 
 const RECORD_SUCCESS: &str = concat!(
     "WITH upd AS (UPDATE calls SET state = $3, transcript = $4, sentiment_label = $5, sentiment_score = $6, ",
-    "lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, finished_at = $7, updated_at = $7 WHERE ",
+    "ai_details = $8::jsonb, lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, ",
+    "finished_at = $7, updated_at = $7 WHERE ",
     fence!(),
     " RETURNING state) ",
     "SELECT (SELECT state FROM upd), EXISTS (SELECT 1 FROM calls WHERE call_id = $1)"
@@ -227,6 +228,7 @@ pub(crate) async fn record_success(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let to = static_transition(CallState::ProcessingAi, Trigger::Succeed)?.to;
+    let details = rows::AiDetails::json(result)?;
     let (value, found): (Option<String>, bool) = sqlx::query_as(RECORD_SUCCESS)
         .bind(attempt.call_id.as_str())
         .bind(i64::from(attempt.attempt))
@@ -235,6 +237,7 @@ pub(crate) async fn record_success(
         .bind(result.sentiment.label.as_str())
         .bind(result.sentiment.score)
         .bind(now)
+        .bind(details)
         .fetch_one(pool)
         .await
         .map_err(store_error)?;

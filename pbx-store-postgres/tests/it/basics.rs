@@ -134,7 +134,7 @@ async fn list_pages_in_byte_order(pool: PgPool) {
 }
 
 fn result() -> AiResult {
-    AiResult { transcript: "hello".into(), sentiment: Sentiment { label: SentimentLabel::Positive, score: 0.5 } }
+    AiResult::new("hello", Sentiment { label: SentimentLabel::Positive, score: 0.5 })
 }
 
 #[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
@@ -253,8 +253,8 @@ async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_an
     assert_eq!(b.ordering.counters, OrderingCounters { received: 3, highest: 5, duplicates: 0, out_of_order: 0 });
     let stored = store.packets(&id("b")).await.unwrap();
     assert_eq!(
-        stored.iter().map(|p| (p.sequence, p.data.as_str())).collect::<Vec<_>>(),
-        [(1, "audio_1"), (4, "audio_4"), (5, "audio_5")]
+        stored.iter().map(|p| (p.sequence, p.data.to_base64_or_text())).collect::<Vec<_>>(),
+        [(1, "audio_1".to_owned()), (4, "audio_4".to_owned()), (5, "audio_5".to_owned())]
     );
     assert_eq!(stored[1].received_at, at(10));
 

@@ -104,10 +104,8 @@ async fn step(run: &mut Run, pg: &PgCallStore, mem: &MemoryCallStore) -> String 
         }
         63..69 => {
             let at = run.attempt();
-            let result = AiResult {
-                transcript: format!("t{}", at.attempt),
-                sentiment: Sentiment { label: SentimentLabel::Negative, score: -0.25 },
-            };
+            let result =
+                AiResult::new(format!("t{}", at.attempt), Sentiment { label: SentimentLabel::Negative, score: -0.25 });
             let a = pg.record_success(&at, &result, now).await;
             ("success", norm(a), norm(mem.record_success(&at, &result, now).await))
         }

@@ -45,6 +45,7 @@ macro_rules! gateway_conformance {
             processor_honours_retry_after,
             processor_retry_after_sentiment_failure_reuses_the_transcript,
             processor_fails_at_once_on_permanent_error_and_redrive_recovers,
+            processor_fails_a_call_without_audio_at_once,
             processor_fails_after_exhausting_attempts,
             processor_rescues_a_crashed_workers_call,
             processor_hangs_up_idle_calls,
@@ -344,6 +345,9 @@ pub async fn processor_archives_a_completed_call(store: Arc<dyn CallStore>) {
     let result = snap.result.expect("result stored");
     assert_eq!(result.transcript, expected_transcript(5));
     assert_eq!(result.sentiment, SimulatedAi::sentiment_of(&result.transcript));
+    // The suite's text payloads are not audio: five slots of silence, each counted.
+    let stats = crate::media::AudioStats { frames: 5, gaps: 0, undecodable: 5, resized: 0 };
+    assert_eq!(result.audio, Some(stats), "what assembly found is stored with the result");
     assert_eq!((snap.attempts, snap.failures), (1, 0));
     assert_eq!(snap.lease, None);
     assert_eq!(snap.next_attempt_at, None);
@@ -441,6 +445,21 @@ pub async fn processor_fails_at_once_on_permanent_error_and_redrive_recovers(sto
     assert_eq!(snap.state, CallState::Archived);
     assert_eq!(snap.attempts, 2, "attempt numbers keep counting across a re-drive");
     assert_eq!(m.ai.attempts(&call), vec![1, 2]);
+}
+
+/// A call with no packet has no audio: it fails at once with the reason, and the AI
+/// is never asked.
+pub async fn processor_fails_a_call_without_audio_at_once(store: Arc<dyn CallStore>) {
+    let m = manual(store);
+    let call = id("silent-1");
+    m.gateway.open(&call, crate::media::MediaFormat::TELEPHONY).await.expect("open");
+    assert!(m.gateway.complete(&call).await.expect("hang-up").applied);
+    let p = processor(&m.gateway, m.ai.clone(), config("w1"));
+    assert_eq!(p.run_once().await.expect("claim"), 1);
+    let snap = snapshot(&m.gateway, &call).await;
+    assert_eq!(snap.state, CallState::Failed);
+    assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("no audio")), "{:?}", snap.last_error);
+    assert_eq!(m.ai.attempts(&call), Vec::<u32>::new(), "the AI is not asked about a call without audio");
 }
 
 /// Retryable failures up to `maximum_attempts` fail the call with the last error.

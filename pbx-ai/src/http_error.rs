@@ -1,7 +1,7 @@
 //! The one place where a provider's HTTP answer becomes an [`AiError`].
 //!
-//! Every provider sends through [`send`] and reports a body it cannot read with
-//! [`unparsable`]; nothing above this module sees a status code or a `reqwest` error.
+//! Every provider sends through `send` and reports a body it cannot read with
+//! `unparsable`; nothing above this module sees a status code or a `reqwest` error.
 //!
 //! | answer | [`AiErrorKind`] | retry |
 //! | --- | --- | --- |
@@ -90,17 +90,28 @@ pub(crate) async fn send(provider: Provider<'_>, request: reqwest::RequestBuilde
 
 /// A request that got no (complete) answer: refused, timed out, reset, unreadable.
 pub(crate) fn transport_error(provider: Provider<'_>, error: &reqwest::Error) -> AiError {
-    let mut chain = error.to_string();
+    // The causes say what happened ("tcp connect error: Connection refused"); the
+    // top-level text only repeats the URL, query and all, so it is used when there is
+    // no cause.
+    let mut causes: Vec<String> = Vec::new();
     let mut source = error.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        if !chain.contains(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
         }
         source = cause.source();
     }
-    let chain = truncate(&provider.redact(&chain));
+    let what = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
+    let detail = match error.url() {
+        Some(url) => {
+            let mut url = url.clone();
+            url.set_query(None);
+            format!("{url}: {what}")
+        }
+        None => what,
+    };
+    let chain = truncate(&provider.redact(&detail));
     let name = provider.name;
     if error.is_timeout() {
         AiError::timeout(format!("{name}: request timed out: {chain}"))

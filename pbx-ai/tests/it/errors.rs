@@ -67,6 +67,7 @@ impl Suite {
 }
 
 fn check(error: &AiError, kind: AiErrorKind, retry_after: Option<Duration>, contains: &[&str]) {
+    println!("{error}");
     assert_eq!(error.kind(), kind, "{error}");
     assert_eq!(error.is_retryable(), kind != AiErrorKind::Permanent);
     assert_eq!(error.retry_after(), retry_after, "{error}");

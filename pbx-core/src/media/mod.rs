@@ -6,8 +6,11 @@
 //! recording and the AI receive.
 
 pub mod assemble;
+pub mod audiosocket;
 mod format;
 pub mod g711;
+pub mod session;
+pub mod twilio;
 pub mod wav;
 
 pub use format::{Encoding, MediaFormat, MediaFormatError, SAMPLE_RATES};

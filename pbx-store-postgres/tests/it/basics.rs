@@ -228,14 +228,14 @@ async fn idle_calls_are_hung_up_stalest_first(pool: PgPool) {
     assert!(store.complete_idle(at(50), 10, at(300)).await.unwrap().is_empty());
 }
 
-/// The one-statement path (streams extended in order) and the general path must agree:
-/// verdicts, counters, times and the whole-batch rule.
+/// Batches that extend existing streams, create calls, reach late, resent and closed
+/// calls, one after another: verdicts, counters, times and the whole-batch rule.
 #[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
-async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_any_other(pool: PgPool) {
+async fn batches_of_every_shape_are_classified_and_counted_alike(pool: PgPool) {
     let store = PgCallStore::new(pool);
     append_ok(&store, &[packet("a", 1), packet("a", 2), packet("b", 1)], at(0)).await;
 
-    // Both calls exist and every sequence is above their highest: the one-statement path.
+    // Both calls exist and every sequence is above their highest.
     let out = append_ok(&store, &[packet("a", 3), packet("b", 4), packet("a", 6), packet("b", 5)], at(10)).await;
     assert_eq!(
         out.iter().map(|a| (a.order, a.created_call)).collect::<Vec<_>>(),
@@ -258,12 +258,11 @@ async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_an
     );
     assert_eq!(stored[1].received_at, at(10));
 
-    // In order for `a`, but `c` is new: the general path creates it, in the same batch.
+    // In order for `a`, and `c` is new: created in the same batch.
     let out = append_ok(&store, &[packet("a", 7), packet("c", 1)], at(20)).await;
     assert_eq!(out.iter().map(|a| a.created_call).collect::<Vec<_>>(), [false, true]);
 
-    // A new call whose first packet is not sequence 1 reaches the one statement, which
-    // must then write nothing (`c` included) and leave the batch to the general path.
+    // A new call whose first packet is not sequence 1, beside an existing one.
     let out = append_ok(&store, &[packet("c", 2), packet("d", 3)], at(25)).await;
     assert_eq!(
         out.iter().map(|a| (a.order, a.created_call)).collect::<Vec<_>>(),
@@ -273,11 +272,11 @@ async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_an
     assert_eq!(c.ordering.counters, OrderingCounters { received: 2, highest: 2, duplicates: 0, out_of_order: 0 });
     assert_eq!(store.packets(&id("d")).await.unwrap().len(), 1);
 
-    // In order for `a`, but a late packet for `b`: the general path, still one batch.
+    // In order for `a`, a late packet for `b`.
     let out = append_ok(&store, &[packet("a", 8), packet("b", 2)], at(30)).await;
     assert_eq!(out.iter().map(|a| a.order).collect::<Vec<_>>(), [PacketOrder::InOrder, PacketOrder::OutOfOrder]);
 
-    // A repeated sequence within one call's share of the batch never takes the fast path.
+    // A repeated sequence within one call's share of the batch.
     let out = append_ok(&store, &[packet("a", 9), packet("a", 9)], at(40)).await;
     assert_eq!(out.iter().map(|a| a.order).collect::<Vec<_>>(), [PacketOrder::InOrder, PacketOrder::Duplicate]);
 
@@ -291,4 +290,21 @@ async fn batches_that_extend_streams_in_order_are_classified_and_counted_like_an
     let b = store.get(&id("b"), 10).await.unwrap();
     assert_eq!(b.ordering.counters, OrderingCounters { received: 4, highest: 5, duplicates: 0, out_of_order: 1 });
     assert_eq!(store.packets(&id("b")).await.unwrap().len(), 4);
+}
+
+/// JSON has no NaN: a result whose segment times are not finite is refused, not stored
+/// as something that would read back differently.
+#[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
+async fn a_result_with_non_finite_segment_times_is_refused(pool: PgPool) {
+    let store = PgCallStore::new(pool);
+    append_ok(&store, &[packet("a", 1)], at(0)).await;
+    store.complete(&id("a"), at(1)).await.unwrap();
+    let claim = store.claim(&WorkerId::new("w"), LEASE, 1, at(2)).await.unwrap().remove(0);
+    let mut bad = result();
+    bad.segments = vec![pbx_core::ai::Segment { start: f64::NAN, end: 1.0, text: "x".into(), channel: None }];
+    let err = store.record_success(&claim.attempt_ref(), &bad, at(3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
+    assert_eq!(store.get(&id("a"), 1).await.unwrap().state, CallState::ProcessingAi);
+    store.record_success(&claim.attempt_ref(), &result(), at(4)).await.unwrap();
+    assert_eq!(store.get(&id("a"), 1).await.unwrap().result, Some(result()));
 }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pbx_core::media::MediaFormat;
 use pbx_core::prelude::*;
 use pbx_store_postgres::PgCallStore;
 use sqlx::PgPool;
@@ -71,9 +72,8 @@ async fn racing_retransmissions_are_stored_once(pool: PgPool) {
     race_retransmissions(&pool, 1).await;
 }
 
-/// The same with calls that exist, so every racer first tries the one-statement path
-/// (streams extended in order): one of them wins, the others see its commit once they
-/// hold the locks and fall back to the general path, which answers duplicates.
+/// The same with calls that exist: one racer stores each packet, the others find it
+/// stored once they hold the locks, and answer duplicates.
 #[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
 async fn racing_retransmissions_on_existing_calls_are_stored_once(pool: PgPool) {
     let store = PgCallStore::new(pool.clone());
@@ -149,4 +149,30 @@ async fn claim_under_contention_hands_each_call_to_one_worker(pool: PgPool) {
     let leased: HashSet<_> = owners.keys().collect();
     assert_eq!(leased.len(), 200);
     assert_eq!(stores[0].next_due_at().await.unwrap(), Some(at(60_010)));
+}
+
+/// Declaring a call and appending its first packets race to create it: neither fails,
+/// exactly one says it created the call, and the call ends up with both the format and
+/// the packets.
+#[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
+async fn open_racing_the_first_append_creates_the_call_once(pool: PgPool) {
+    let stores = [Arc::new(PgCallStore::new(pool.clone())), Arc::new(other_store(&pool).await)];
+    let format: MediaFormat = "l16/16000/2".parse().unwrap();
+    for round in 0..20 {
+        let call = format!("race-{round:02}");
+        let (opener, appender) = (stores[round % 2].clone(), stores[(round + 1) % 2].clone());
+        let opened = {
+            let call = id(&call);
+            tokio::spawn(async move { opener.open(&call, format, at(0)).await })
+        };
+        let batch = vec![packet(&call, 1), packet(&call, 2)];
+        let appended = tokio::spawn(async move { appender.append(&batch, at(0)).await });
+        let opened = opened.await.unwrap().expect("open");
+        let appended = appended.await.unwrap().expect("append");
+        let created_by_append = appended[0].as_ref().expect("accepted").created_call;
+        assert!(opened.created != created_by_append, "round {round}: {opened:?}, {appended:?}");
+        assert!(!appended[1].as_ref().expect("accepted").created_call);
+        let snap = stores[0].get(&id(&call), 1).await.unwrap();
+        assert_eq!((snap.media_format, snap.ordering.counters.received), (Some(format), 2));
+    }
 }

@@ -12,4 +12,5 @@ mod conformance;
 mod gateway;
 mod model;
 mod outages;
+mod round_trips;
 mod schema;

@@ -6,7 +6,9 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pbx_core::ai::{AiResult, Sentiment, SentimentLabel};
+use pbx_core::ai::{AiResult, ChannelSentiment, Segment, Sentiment, SentimentLabel};
+use pbx_core::media::{AudioStats, MediaFormat};
+use pbx_core::packet::Payload;
 use pbx_core::prelude::*;
 use pbx_core::store::{AttemptFailure, AttemptRef, ListQuery, StoreError};
 use pbx_store_memory::MemoryCallStore;
@@ -31,6 +33,9 @@ fn norm<T: Debug>(result: Result<T, StoreError>) -> String {
         Err(StoreError::Fenced { call_id, attempt }) => format!("Fenced({call_id}, {attempt})"),
         Err(StoreError::InvalidTransition { call_id, source }) => format!("InvalidTransition({call_id}, {source:?})"),
         Err(StoreError::InvalidArgument(_)) => "InvalidArgument".to_owned(),
+        Err(StoreError::FormatConflict { call_id, declared, requested }) => {
+            format!("FormatConflict({call_id}, {declared}, {requested})")
+        }
         Err(other) => panic!("unexpected store failure: {other:?}"),
     }
 }
@@ -63,12 +68,22 @@ impl Run {
         }
     }
 
+    /// Packets on both channels with every kind of payload: the usual text, other text
+    /// (a conflict), audio, and audio with the usual text's bytes (a conflict of kind).
     fn batch(&mut self) -> Vec<NewPacket> {
         (0..self.rng.random_range(1..8))
             .map(|_| {
                 let call = self.call_str();
                 let seq = self.rng.random_range(1..12);
-                if self.rng.random_bool(0.1) { data_packet(call, seq, "other") } else { packet(call, seq) }
+                let channel = i64::from(self.rng.random_bool(0.25));
+                let data = match self.rng.random_range(0..20) {
+                    0..2 => Payload::Text("other".into()),
+                    2..4 => Payload::Audio(format!("audio_{seq}").into_bytes().into()),
+                    4..7 => Payload::Audio(vec![seq as u8; 3].into()),
+                    _ => Payload::Text(format!("audio_{seq}").into()),
+                };
+                let packet = Packet::new(seq, data, seq as f64 * 0.02).unwrap().on_channel(channel).unwrap();
+                NewPacket::new(id(call), packet)
             })
             .collect()
     }
@@ -80,9 +95,15 @@ async fn step(run: &mut Run, pg: &PgCallStore, mem: &MemoryCallStore) -> String 
     let lease = Duration::from_secs(10);
     let op = run.rng.random_range(0..100);
     let (what, a, b) = match op {
-        0..35 => {
+        0..32 => {
             let batch = run.batch();
             ("append", norm(pg.append(&batch, now).await), norm(mem.append(&batch, now).await))
+        }
+        32..35 => {
+            let call = run.call();
+            let format: MediaFormat =
+                ["mulaw/8000/1", "l16/16000/2", "alaw/8000/1"][run.rng.random_range(0..3)].parse().unwrap();
+            ("open", norm(pg.open(&call, format, now).await), norm(mem.open(&call, format, now).await))
         }
         35..41 => {
             let call = run.call();
@@ -146,11 +167,33 @@ async fn step(run: &mut Run, pg: &PgCallStore, mem: &MemoryCallStore) -> String 
     what.to_owned()
 }
 
+/// A result with or without details (segments, per-channel sentiment, audio stats).
+fn result(rng: &mut StdRng, attempt: u32) -> AiResult {
+    let mut result = AiResult::new(format!("t{attempt}"), Sentiment { label: SentimentLabel::Negative, score: -0.25 });
+    if rng.random_bool(0.5) {
+        result.segments = vec![
+            Segment { start: 0.0, end: 0.1, text: "hello".into(), channel: Some(0) },
+            Segment { start: 1.0 / 3.0, end: 12.345_678_9, text: "ünïcode \"quoted\"".into(), channel: None },
+        ];
+        result.channel_sentiment =
+            vec![ChannelSentiment { channel: 1, sentiment: Sentiment { label: SentimentLabel::Positive, score: 0.1 } }];
+        result.audio = Some(AudioStats { frames: attempt.into(), gaps: 2, undecodable: 1, resized: 0 });
+    }
+    result
+}
+
 async fn same_calls(pg: &PgCallStore, mem: &MemoryCallStore, context: &str) {
     for call in IDS.map(id) {
         let max = 2;
         assert_eq!(norm(pg.get(&call, max).await), norm(mem.get(&call, max).await), "{context}: get {call}");
         assert_eq!(norm(pg.packets(&call).await), norm(mem.packets(&call).await), "{context}: packets {call}");
+        for (channel, after, limit) in [(0, 0, 3), (0, 3, 1000), (1, 0, 1000), (1, 5, 2)] {
+            assert_eq!(
+                norm(pg.packet_page(&call, channel, after, limit).await),
+                norm(mem.packet_page(&call, channel, after, limit).await),
+                "{context}: page {channel}/{after}/{limit} of {call}"
+            );
+        }
     }
 }
 

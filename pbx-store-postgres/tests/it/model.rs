@@ -125,8 +125,7 @@ async fn step(run: &mut Run, pg: &PgCallStore, mem: &MemoryCallStore) -> String 
         }
         63..69 => {
             let at = run.attempt();
-            let result =
-                AiResult::new(format!("t{}", at.attempt), Sentiment { label: SentimentLabel::Negative, score: -0.25 });
+            let result = result(&mut run.rng, at.attempt);
             let a = pg.record_success(&at, &result, now).await;
             ("success", norm(a), norm(mem.record_success(&at, &result, now).await))
         }

@@ -10,7 +10,6 @@
 //! after the caller has its answer; that is the pool's, and every operation's, so it is
 //! not counted.)
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

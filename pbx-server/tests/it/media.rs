@@ -155,3 +155,39 @@ async fn a_recording_of_an_unknown_call_is_404() {
     let err: serde_json::Value = serde_json::from_slice(&body).expect("json error");
     assert_eq!(err["error"], "not_found");
 }
+
+/// A recording longer than a store page (500 packets) on two tracks, with gaps on both
+/// sides of a page boundary: every slot holds its own frame (or silence), in order.
+#[tokio::test]
+async fn a_long_stereo_recording_streams_across_pages() {
+    let app = TestApp::new();
+    let frames = 1234u64;
+    let missing =
+        |channel: u64, seq: u64| (channel == 0 && (seq == 500 || seq == 501)) || (channel == 1 && seq == 1001);
+    // A code per (channel, sequence) that never decodes to silence.
+    let code = |channel: u64, seq: u64| (1 + (seq * 7 + channel * 3) % 120) as u8;
+    for channel in [0u64, 1] {
+        let seqs: Vec<u64> = (1..=frames).filter(|&s| !missing(channel, s)).collect();
+        for chunk in seqs.chunks(1000) {
+            let batch: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|&s| json!({"sequence":s,"data":BASE64.encode([code(channel, s); 160]),"timestamp":0.0,"channel":channel}))
+                .collect();
+            let reply = app.post("/v1/calls/long/packets/batch", &serde_json::Value::from(batch).to_string()).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        }
+    }
+    let (status, headers, wav) = recording(&app, "long").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(wav.len() as u64, 44 + frames * 160 * 2 * 2);
+    assert_eq!(headers.get("content-length").unwrap().to_str().unwrap(), wav.len().to_string());
+    for seq in 1..=frames {
+        let at = 44 + ((seq - 1) * 160 * 4) as usize;
+        let left = i16::from_le_bytes([wav[at], wav[at + 1]]);
+        let right = i16::from_le_bytes([wav[at + 2], wav[at + 3]]);
+        let expect = |channel| {
+            if missing(channel, seq) { 0 } else { pbx_core::media::g711::mulaw_to_linear(code(channel, seq)) }
+        };
+        assert_eq!((left, right), (expect(0), expect(1)), "slot {seq}");
+    }
+}

@@ -29,6 +29,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod settings;
+pub mod streams;
 
 pub use api::{App, AppOptions, build_app};
 pub use settings::{LogFormat, Settings};

@@ -1,0 +1,248 @@
+//! Carrying out a session's actions for one stream: the transport-independent half of
+//! every stream endpoint (see the module docs of [`super`]).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pbx_core::media::session::{Action, ProtocolError};
+use pbx_core::packet::{NewPacket, Packet};
+use pbx_core::{CallId, MediaFormat};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{StreamStats, Streams};
+
+/// What the transport does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The stream ended normally: close it.
+    Close,
+}
+
+/// The stream cannot go on for a reason of ours (the call could not be opened).
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+struct Open {
+    call_id: CallId,
+    tx: Option<mpsc::Sender<Packet>>,
+    storer: Option<JoinHandle<()>>,
+}
+
+/// One stream's state on the server side.
+pub(crate) struct StreamDriver {
+    streams: Streams,
+    id: u64,
+    protocol: &'static str,
+    peer: String,
+    open: Option<Open>,
+    dropped: u64,
+    hung_up: bool,
+}
+
+impl StreamDriver {
+    pub(crate) fn new(streams: Streams, protocol: &'static str, peer: String) -> Self {
+        let id = streams.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let c = &streams.inner.stats.0;
+        StreamStats::add(&c.streams_open, 1);
+        StreamStats::add(&c.streams_total, 1);
+        tracing::debug!(stream = id, protocol, peer = %peer, "media stream connected");
+        Self { streams, id, protocol, peer, open: None, dropped: 0, hung_up: false }
+    }
+
+    pub(crate) fn call_id(&self) -> Option<&CallId> {
+        self.open.as_ref().map(|o| &o.call_id)
+    }
+
+    /// Carries out a session's actions in order.
+    pub(crate) async fn apply(&mut self, actions: Vec<Action>) -> Result<Flow, Refused> {
+        let mut flow = Flow::Continue;
+        for action in actions {
+            match action {
+                Action::Open { call_id, format, metadata } => {
+                    tracing::info!(
+                        stream = self.id,
+                        call_id = %call_id,
+                        protocol = %metadata.protocol,
+                        format = %format,
+                        stream_id = metadata.stream_id.as_deref().unwrap_or(""),
+                        account = metadata.account.as_deref().unwrap_or(""),
+                        tracks = ?metadata.tracks,
+                        custom_parameters = ?metadata.custom_parameters,
+                        "media stream started"
+                    );
+                    self.open(call_id, format).await?;
+                }
+                Action::Store(packets) => self.enqueue(packets),
+                Action::Dtmf { digit, offset_ms } => {
+                    tracing::info!(stream = self.id, call_id = ?self.call_id(), %digit, offset_ms, "dtmf");
+                }
+                Action::Mark { name, offset_ms } => {
+                    tracing::info!(stream = self.id, call_id = ?self.call_id(), name, offset_ms, "mark");
+                }
+                Action::PeerError { detail } => {
+                    tracing::warn!(stream = self.id, call_id = ?self.call_id(), protocol = self.protocol, detail, "the peer reported an error");
+                }
+                Action::HangUp => self.hang_up().await,
+                Action::Close { .. } => flow = Flow::Close,
+                other => tracing::debug!(stream = self.id, action = ?other, "action not handled by this transport"),
+            }
+        }
+        Ok(flow)
+    }
+
+    async fn open(&mut self, call_id: CallId, format: MediaFormat) -> Result<(), Refused> {
+        let inner = &self.streams.inner;
+        if let Err(e) = inner.gateway.open(&call_id, format).await {
+            tracing::warn!(stream = self.id, call_id = %call_id, error = %e, "media stream refused: the call cannot be opened");
+            return Err(Refused(format!("call {call_id} cannot be opened: {e}")));
+        }
+        inner.live.lock().expect("live streams lock").insert(call_id.clone(), self.id);
+        let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
+        let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
+        let storer = tokio::spawn(store_loop(self.streams.clone(), call_id.clone(), rx, max_batch));
+        self.open = Some(Open { call_id, tx: Some(tx), storer: Some(storer) });
+        Ok(())
+    }
+
+    fn enqueue(&mut self, packets: Vec<Packet>) {
+        let Some(open) = &self.open else { return };
+        let Some(tx) = &open.tx else { return };
+        for packet in packets {
+            if tx.try_send(packet).is_err() {
+                self.dropped += 1;
+                StreamStats::add(&self.streams.inner.stats.0.frames_dropped, 1);
+                if self.dropped.is_power_of_two() {
+                    tracing::warn!(
+                        stream = self.id,
+                        call_id = %open.call_id,
+                        dropped = self.dropped,
+                        buffer_frames = self.streams.inner.config.buffer_frames,
+                        "storage is behind: frames of this stream are dropped (counted as gaps)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued frame was stored (or given up on).
+    async fn drain(&mut self) {
+        if let Some(open) = &mut self.open {
+            open.tx = None;
+            if let Some(storer) = open.storer.take() {
+                let _ = storer.await;
+            }
+        }
+    }
+
+    async fn hang_up(&mut self) {
+        self.drain().await;
+        let Some(open) = &self.open else { return };
+        self.hung_up = true;
+        {
+            let mut live = self.streams.inner.live.lock().expect("live streams lock");
+            if live.get(&open.call_id) == Some(&self.id) {
+                live.remove(&open.call_id);
+            }
+        }
+        match self.streams.inner.gateway.complete(&open.call_id).await {
+            Ok(_) => tracing::info!(stream = self.id, call_id = %open.call_id, "media stream ended; call completed"),
+            Err(e) => tracing::warn!(stream = self.id, call_id = %open.call_id, error = %e, "cannot complete the call"),
+        }
+    }
+
+    /// Logs and counts a protocol error; the transport closes the stream.
+    pub(crate) fn protocol_error(&self, error: &ProtocolError) {
+        StreamStats::add(&self.streams.inner.stats.0.protocol_errors, 1);
+        tracing::warn!(
+            stream = self.id,
+            protocol = self.protocol,
+            peer = %self.peer,
+            call_id = ?self.call_id(),
+            error = %error,
+            "media stream closed: protocol error"
+        );
+    }
+
+    /// The stream is over (ended, failed or dropped): drains its queue and, unless it
+    /// hung up, completes its call after the idle timeout unless it reconnects.
+    pub(crate) async fn finish(mut self) {
+        self.drain().await;
+        if self.dropped > 0 {
+            tracing::warn!(stream = self.id, call_id = ?self.call_id(), dropped = self.dropped, "media stream closed with dropped frames");
+        }
+        if self.hung_up {
+            return;
+        }
+        let Some(open) = &self.open else { return };
+        let (streams, call_id, id) = (self.streams.clone(), open.call_id.clone(), self.id);
+        let timeout = streams.inner.config.stream_idle_timeout;
+        tracing::info!(stream = id, call_id = %call_id, ?timeout, "media stream dropped without its end; the call completes after the idle timeout unless it reconnects");
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let newest = {
+                let mut live = streams.inner.live.lock().expect("live streams lock");
+                let newest = live.get(&call_id) == Some(&id);
+                if newest {
+                    live.remove(&call_id);
+                }
+                newest
+            };
+            if newest {
+                match streams.inner.gateway.complete(&call_id).await {
+                    Ok(_) => tracing::info!(call_id = %call_id, "media stream idle: call completed"),
+                    Err(e) => {
+                        tracing::warn!(call_id = %call_id, error = %e, "media stream idle: cannot complete the call")
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for StreamDriver {
+    fn drop(&mut self) {
+        self.streams.inner.stats.0.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stores a stream's queued frames in batches until the queue closes. Retryable store
+/// errors are retried with backoff for up to the idle timeout per batch; frames given
+/// up on are counted as dropped.
+async fn store_loop(streams: Streams, call_id: CallId, mut rx: mpsc::Receiver<Packet>, max_batch: usize) {
+    let inner = &streams.inner;
+    let counters = &inner.stats.0;
+    let mut buf = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut buf, max_batch).await > 0 {
+        let batch: Vec<NewPacket> = buf.drain(..).map(|p| NewPacket::new(call_id.clone(), p)).collect();
+        let n = batch.len() as u64;
+        let deadline = Instant::now() + inner.config.stream_idle_timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match inner.gateway.ingest_batch(batch.clone()).await {
+                Ok(outcomes) => {
+                    let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+                    StreamStats::add(&counters.frames_stored, n - rejected);
+                    if rejected > 0 {
+                        StreamStats::add(&counters.frames_rejected, rejected);
+                        tracing::warn!(call_id = %call_id, rejected, "the store refused frames of a media stream (resent with other data)");
+                    }
+                    break;
+                }
+                Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
+                    tracing::warn!(call_id = %call_id, error = %e, frames = n, retry_in = ?delay, "storing media frames failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    StreamStats::add(&counters.frames_dropped, n);
+                    tracing::error!(call_id = %call_id, error = %e, frames = n, "storing media frames failed; they are dropped (counted as gaps)");
+                    break;
+                }
+            }
+        }
+    }
+}

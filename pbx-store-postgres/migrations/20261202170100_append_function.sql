@@ -45,8 +45,9 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_ids     text[];
-    v_created text[];
+    v_ids      text[];
+    v_existing text[];
+    v_created  text[];
 BEGIN
     IF cardinality(p_call_ids) IS DISTINCT FROM cardinality(p_channels)
        OR cardinality(p_call_ids) IS DISTINCT FROM cardinality(p_sequences)
@@ -60,18 +61,23 @@ BEGIN
     SELECT COALESCE(array_agg(s.id ORDER BY s.id), '{}') INTO v_ids
     FROM (SELECT DISTINCT t.id COLLATE "C" AS id FROM unnest(p_call_ids) AS t(id)) AS s;
 
-    -- 1. Create the missing calls (a plain index probe skips the existing ones, cheaper
-    --    than letting each of them conflict).
-    WITH ins AS (
-        INSERT INTO calls (call_id, created_at, updated_at, last_packet_at)
-        SELECT t.id, p_now, p_now, p_now
-        FROM unnest(v_ids) WITH ORDINALITY AS t(id, n)
-        WHERE NOT EXISTS (SELECT 1 FROM calls AS c WHERE c.call_id = t.id)
-        ORDER BY t.n
-        ON CONFLICT (call_id) DO NOTHING
-        RETURNING call_id
-    )
-    SELECT COALESCE(array_agg(ins.call_id), '{}') INTO v_created FROM ins;
+    -- 1. Create the missing calls. Most batches have none: a read of the primary key
+    --    (`= ANY`, an index scan whatever the statistics say) finds the ids that exist.
+    SELECT COALESCE(array_agg(c.call_id), '{}') INTO v_existing FROM calls AS c WHERE c.call_id = ANY (v_ids);
+    IF cardinality(v_existing) < cardinality(v_ids) THEN
+        WITH ins AS (
+            INSERT INTO calls (call_id, created_at, updated_at, last_packet_at)
+            SELECT t.id, p_now, p_now, p_now
+            FROM unnest(v_ids) WITH ORDINALITY AS t(id, n)
+            WHERE t.id <> ALL (v_existing)
+            ORDER BY t.n
+            ON CONFLICT (call_id) DO NOTHING
+            RETURNING call_id
+        )
+        SELECT COALESCE(array_agg(ins.call_id), '{}') INTO v_created FROM ins;
+    ELSE
+        v_created := '{}';
+    END IF;
 
     -- 2. Lock the others. The index scan returns them in key order and rows are locked
     --    as they come.
@@ -90,7 +96,13 @@ BEGIN
                END AS hi
         FROM unnest(p_call_ids, p_channels, p_sequences, p_data, p_is_text, p_timestamps)
              WITH ORDINALITY AS t(call_id, channel, sequence, data, is_text, ts, ord)
-        JOIN calls AS c ON c.call_id = t.call_id
+        -- LIMIT keeps each lateral lookup a probe of the primary key per packet: without
+        -- it the planner may flatten it into a hash join over a whole table, which it
+        -- prefers while its statistics still say the table is small, and a cached plan
+        -- keeps that choice as the table grows.
+        CROSS JOIN LATERAL (
+            SELECT c.state, c.highest_sequence FROM calls AS c WHERE c.call_id = t.call_id LIMIT 1
+        ) AS c
     ), looked AS (
         -- The stored copy, looked up only at or below the channel's highest sequence
         -- (a packet above it cannot be stored), and the batch's first copy.
@@ -104,6 +116,7 @@ BEGIN
             SELECT p.data, p.data_is_text FROM packets AS p
             WHERE b.sequence <= b.hi
               AND p.call_id = b.call_id AND p.channel = b.channel AND p.sequence = b.sequence
+            LIMIT 1
         ) AS s ON true
         WINDOW w AS (PARTITION BY b.call_id, b.channel, b.sequence ORDER BY b.ord)
     ), judged AS (
@@ -167,7 +180,8 @@ BEGIN
             updated_at = p_now,
             last_packet_at = CASE WHEN u.stored THEN p_now ELSE c.last_packet_at END
         FROM per_call AS u
-        WHERE c.call_id = u.call_id
+        -- `= ANY`: an index scan of the batch's calls, never a scan of the table.
+        WHERE c.call_id = ANY (v_ids) AND c.call_id = u.call_id
     ), channels_updated AS (
         INSERT INTO call_channels AS x (call_id, channel, received, highest_sequence, duplicates, out_of_order)
         SELECT pc.call_id, pc.channel, pc.n_new, COALESCE(pc.top, 0), pc.n_dup, pc.n_late

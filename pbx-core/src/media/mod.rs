@@ -6,6 +6,7 @@
 //! recording and the AI receive.
 
 pub mod assemble;
+pub mod audiohook;
 pub mod audiosocket;
 mod format;
 pub mod g711;

@@ -46,6 +46,12 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip'
     apt_install python3 python3-venv
 fi
 
+# --- promtool (the metrics test lints /metrics with Prometheus's own checker) -------
+if ! command -v promtool >/dev/null 2>&1; then
+    log "installing promtool (Debian package prometheus)"
+    apt_install prometheus
+fi
+
 # --- Test audio and the speech model ---------------------------------------------
 log "test audio"
 tools/test-audio/prepare.sh >/dev/null

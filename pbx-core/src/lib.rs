@@ -26,6 +26,7 @@ pub mod events;
 pub mod gateway;
 pub mod id;
 pub mod media;
+pub mod metrics;
 pub mod ordering;
 pub mod packet;
 pub mod retry;

@@ -130,6 +130,18 @@ impl ApiKeys {
     }
 }
 
+impl ApiKeys {
+    /// [`ApiKeys::authorize`] for a route outside the OpenAPI document, from its raw
+    /// `Authorization` header.
+    pub(crate) fn authorize_header(&self, header: Option<&str>, needed: Role) -> Result<(), ApiError> {
+        let auth = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) {
+            Some(token) => Auth::Bearer(BearerKey(Bearer { token: token.trim().to_owned() })),
+            None => Auth::Anonymous,
+        };
+        self.authorize(&auth, needed)
+    }
+}
+
 /// An API key sent as `Authorization: Bearer <key>`.
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", rename = "ApiKey")]

@@ -22,12 +22,14 @@ use pbx_store_memory::MemoryCallStore;
 #[cfg(feature = "postgres")]
 use pbx_store_postgres::{PgCallStore, PgStoreOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{EndpointExt, Route};
 use tokio::sync::watch;
 
 pub mod ai;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod settings;
 pub mod streams;
 
@@ -98,6 +100,8 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, Serve
 pub struct Server {
     acceptor: poem::listener::TcpAcceptor,
     local_addr: SocketAddr,
+    /// The open `/metrics` listener of `--metrics-bind`, with its address.
+    metrics: Option<(poem::listener::TcpAcceptor, SocketAddr, metrics::MetricsEndpoint)>,
     gateway: Gateway,
     processor: Option<ProcessorHandle>,
     app: App,
@@ -144,14 +148,35 @@ impl Server {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
-        let app = build_app(gateway.clone(), AppOptions { processor: processor.clone(), ..settings.app_options() });
+        let options = AppOptions { processor: processor.clone(), ..settings.app_options() };
+        let guarded =
+            metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), Some(Arc::new(options.keys.clone())));
+        let app = Route::new().at("/metrics", guarded).nest("/", build_app(gateway.clone(), options)).boxed();
+        let metrics = match settings.metrics_bind {
+            None => None,
+            Some(addr) => {
+                let io = |source| ServerError::Io { addr, source };
+                let acceptor = TcpListener::bind(addr).into_acceptor().await.map_err(io)?;
+                let bound = acceptor
+                    .local_addr()
+                    .first()
+                    .and_then(|a| a.as_socket_addr().copied())
+                    .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
+                Some((acceptor, bound, metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), None)))
+            }
+        };
         let processor = processor.map(Processor::spawn);
-        Ok(Self { acceptor, local_addr, gateway, processor, app, settings })
+        Ok(Self { acceptor, local_addr, metrics, gateway, processor, app, settings })
     }
 
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the `--metrics-bind` listener, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// The gateway the server serves.
@@ -163,11 +188,12 @@ impl Server {
     /// lets in-flight requests and AI attempts finish within the grace period, and
     /// releases the leases of attempts still running after it.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { acceptor, local_addr, processor, app, settings, .. } = self;
+        let Server { acceptor, local_addr, metrics, processor, app, settings, .. } = self;
         let grace = settings.shutdown_grace;
         let (stop, stopped) = watch::channel(false);
         let mut http_stopped = stopped.clone();
         let mut processor_stopped = stopped.clone();
+        let mut metrics_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
         tracing::info!(addr = %local_addr, "listening on http://{local_addr} (docs at /docs)");
@@ -191,15 +217,31 @@ impl Server {
             stop.send_replace(true);
             served
         };
+        let serve_metrics = async move {
+            let Some((acceptor, addr, endpoint)) = metrics else { return Ok(()) };
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            let route = Route::new().at("/metrics", endpoint);
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    route,
+                    async move {
+                        let _ = metrics_stopped.wait_for(|s| *s).await;
+                    },
+                    Some(grace),
+                )
+                .await
+                .map_err(|source| ServerError::Io { addr, source })
+        };
         let stop_processor = async move {
             let _ = processor_stopped.wait_for(|s| *s).await;
             if let Some(processor) = processor {
                 processor.shutdown(grace).await;
             }
         };
-        let ((), served, ()) = tokio::join!(signal, serve, stop_processor);
+        let ((), served, metrics_served, ()) = tokio::join!(signal, serve, serve_metrics, stop_processor);
         tracing::info!("stopped");
-        served.map_err(|source| ServerError::Io { addr: local_addr, source })
+        served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
+        metrics_served
     }
 }
 

@@ -133,6 +133,12 @@ pub struct Settings {
     #[arg(long, env = "PBX_WRITERS", default_value_t = 1)]
     pub writers: usize,
 
+    /// A second listener for GET /metrics only, open (no API key), so a scraper on a
+    /// private network need not share the public port. /metrics on --bind stays, and
+    /// needs the supervisor role when API keys are set.
+    #[arg(long, env = "PBX_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// The AI that transcribes: simulated (needs nothing), openai (any
     /// OpenAI-compatible transcription server) or deepgram.
     #[arg(long, env = "PBX_AI", value_enum, default_value_t = AiKind::Simulated)]

@@ -601,6 +601,18 @@ impl CallStore for MemoryCallStore {
         Ok(self.due_index().first().map(|(at, _)| *at))
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(CallState, u64)>, StoreError> {
+        let mut counts: Vec<(CallState, u64)> = Vec::new();
+        for call in self.all() {
+            let state = lock(&call).state;
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

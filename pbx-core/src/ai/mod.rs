@@ -296,6 +296,12 @@ impl AiResult {
 /// that providers mix (Whisper with local VADER, or Deepgram for both).
 #[async_trait]
 pub trait AiClient: Send + Sync + 'static {
+    /// A short name for logs and metrics labels (`simulated`, `openai+vader`): one per
+    /// deployment, never per call.
+    fn name(&self) -> String {
+        "custom".to_owned()
+    }
+
     /// Transcribes a call's audio.
     async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError>;
 
@@ -373,6 +379,10 @@ impl fmt::Debug for ComposedAi {
 
 #[async_trait]
 impl AiClient for ComposedAi {
+    fn name(&self) -> String {
+        self.describe()
+    }
+
     async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError> {
         self.transcriber.transcribe(request).await
     }

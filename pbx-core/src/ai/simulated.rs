@@ -197,6 +197,10 @@ impl SimulatedAi {
 
 #[async_trait]
 impl AiClient for SimulatedAi {
+    fn name(&self) -> String {
+        "simulated".to_owned()
+    }
+
     async fn transcribe(&self, request: &TranscriptionRequest) -> Result<Transcript, AiError> {
         self.simulate("transcription", &request.idempotency_key()).await?;
         Ok(Transcript::text(Self::transcript_of(&request.audio)))

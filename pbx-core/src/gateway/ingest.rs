@@ -87,7 +87,10 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(NewPacket, Reply)>,
             }
         }
         let now = shared.clock.now();
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_BATCH).record(packets.len() as f64);
         let result = shared.store.append(&packets, now).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::GROUP_COMMITS, "outcome" => outcome).increment(1);
         let result = result.and_then(|outcomes| check_len(&packets, &outcomes).map(|()| outcomes));
         match result {
             Ok(outcomes) => {

@@ -243,6 +243,11 @@ impl Gateway {
         &self.shared
     }
 
+    /// Live subscribers of the event channel.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.events.receiver_count()
+    }
+
     /// Subscribes to every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()

@@ -153,6 +153,8 @@ pub struct Processor {
 struct Inner {
     gateway: Gateway,
     ai: Arc<dyn AiClient>,
+    /// The AI's name, the `provider` label of the metrics.
+    provider: metrics::SharedString,
     config: ProcessorConfig,
     rng: Mutex<StdRng>,
     /// Transcripts of calls whose sentiment step failed, for their retries.
@@ -192,6 +194,7 @@ impl Processor {
         Ok(Self {
             inner: Arc::new(Inner {
                 gateway: gateway.clone(),
+                provider: ai.name().into(),
                 ai,
                 config,
                 rng: Mutex::new(rng),
@@ -374,6 +377,13 @@ impl Processor {
         let outcome = match self.run_ai_with_heartbeat(&attempt).await {
             Ok(outcome) => outcome,
             Err(stop) => {
+                let outcome = match stop {
+                    Stop::LeaseLost => "lease_lost",
+                    Stop::Abort => "released",
+                    Stop::Store(_) => "store_error",
+                };
+                metrics::counter!(crate::metrics::AI_ATTEMPTS, "provider" => self.inner.provider.clone(), "outcome" => outcome)
+                    .increment(1);
                 match stop {
                     Stop::LeaseLost => tracing::warn!("lease lost to another worker; dropping this attempt"),
                     Stop::Abort => {
@@ -429,10 +439,16 @@ impl Processor {
                         source_format,
                         audio: Arc::new(audio),
                     };
-                    (gauge.track(ai.transcribe(&request)).await?, stats)
+                    let started = tokio::time::Instant::now();
+                    let transcript = gauge.track(ai.transcribe(&request)).await;
+                    this.observe("transcribe", started, transcript.is_ok());
+                    (transcript?, stats)
                 }
             };
-            match gauge.track(ai.analyze_sentiment(&call_id, &key, &transcript)).await {
+            let started = tokio::time::Instant::now();
+            let analysis = gauge.track(ai.analyze_sentiment(&call_id, &key, &transcript)).await;
+            this.observe("sentiment", started, analysis.is_ok());
+            match analysis {
                 Ok(analysis) => Ok(AiResult {
                     transcript: transcript.text,
                     sentiment: analysis.overall,
@@ -478,6 +494,16 @@ impl Processor {
         }
     }
 
+    /// Records one AI request's latency and outcome.
+    fn observe(&self, step: &'static str, started: tokio::time::Instant, ok: bool) {
+        let provider = self.inner.provider.clone();
+        metrics::histogram!(crate::metrics::AI_REQUEST_SECONDS, "provider" => provider.clone(), "step" => step)
+            .record(started.elapsed().as_secs_f64());
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::AI_REQUESTS, "provider" => provider, "step" => step, "outcome" => outcome)
+            .increment(1);
+    }
+
     async fn record_success(&self, attempt: &AttemptRef, result: &AiResult) {
         let gateway = &self.inner.gateway;
         let shared = gateway.shared();
@@ -485,6 +511,8 @@ impl Processor {
         match recorded {
             Ok((now, ())) => {
                 tracing::info!(sentiment = result.sentiment.label.as_str(), "call archived");
+                metrics::counter!(crate::metrics::AI_ATTEMPTS, "provider" => self.inner.provider.clone(), "outcome" => "archived")
+                    .increment(1);
                 let t = Transition { from: CallState::ProcessingAi, to: CallState::Archived, applied: true };
                 gateway.state_changed(&attempt.call_id, t, now);
             }
@@ -512,6 +540,14 @@ impl Processor {
         match recorded {
             Ok((now, (state, failure))) => {
                 tracing::info!(%error, failures, ?state, retry_at = ?failure.retry_at, "AI attempt failed");
+                let outcome = if state == CallState::Failed { "failed" } else { "retry" };
+                metrics::counter!(crate::metrics::AI_ATTEMPTS, "provider" => self.inner.provider.clone(), "outcome" => outcome)
+                    .increment(1);
+                if state == CallState::Failed {
+                    metrics::counter!(crate::metrics::CALLS_FAILED).increment(1);
+                } else if failure.retry_at.is_some() {
+                    metrics::counter!(crate::metrics::RETRIES_SCHEDULED).increment(1);
+                }
                 shared.publish(|| Event::AttemptFailed {
                     call_id: attempt.call_id.clone(),
                     attempt: attempt.attempt,

@@ -191,6 +191,17 @@ pub struct CallSnapshot {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A connection pool's use ([`CallStore::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Connections open.
+    pub size: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// What [`CallStore::open`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Opened {
@@ -466,6 +477,29 @@ pub trait CallStore: Send + Sync + 'static {
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How many calls are in each state (operators' gauges); states without calls may
+    /// be left out. The default pages through [`list`](CallStore::list); a store with
+    /// an aggregate query should override it.
+    async fn count_by_state(&self) -> Result<Vec<(CallState, u64)>, StoreError> {
+        let mut counts: std::collections::BTreeMap<&'static str, (CallState, u64)> = Default::default();
+        let mut after = None;
+        loop {
+            let page = self.list(&ListQuery { state: None, limit: MAX_LIST_LIMIT, after }).await?;
+            for call in &page.calls {
+                counts.entry(call.state.as_str()).or_insert((call.state, 0)).1 += 1;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(counts.into_values().collect()),
+            }
+        }
+    }
+
+    /// The store's connection pool, for stores that have one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     /// Whether concurrent single-packet ingests should be coalesced into batch appends
     /// (group commit; [`GroupCommit::Auto`](crate::gateway::GroupCommit::Auto)). Yes,

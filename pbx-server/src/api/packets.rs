@@ -1,7 +1,10 @@
 //! Ingestion: the seed's `POST /ingest/{call_id}`, its `/v1` twin, and the batch.
 
 use pbx_core::gateway::GatewayError;
+use std::time::Instant;
+
 use pbx_core::media::MediaFormatError;
+use pbx_core::store::PacketOutcome;
 use pbx_core::{CallId, NewPacket};
 use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
@@ -12,6 +15,7 @@ use super::types::{BatchAck, BatchItem, PacketAck, PacketIn};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
 use crate::error::ApiError;
+use crate::metrics;
 
 /// Packet ingestion (role `ingest`).
 #[derive(Debug, Clone)]
@@ -21,14 +25,28 @@ pub struct PacketsApi {
 
 impl PacketsApi {
     async fn ingest_one(&self, auth: &Auth, call_id: String, body: PacketIn) -> Result<Json<PacketAck>, ApiError> {
+        let started = Instant::now();
         self.ctx.keys.authorize(auth, Role::Ingest)?;
+        let result = self.store_one(call_id, body).await;
+        match &result {
+            Ok(outcome) => metrics::record_ingest("http", [outcome], started),
+            Err(_) => metrics::record_refused("http", 1),
+        }
+        Ok(Json(result?.map_err(ApiError::from)?.into()))
+    }
+
+    /// Validates and stores one packet: its outcome, or why it never reached the store.
+    async fn store_one(&self, call_id: String, body: PacketIn) -> Result<PacketOutcome, ApiError> {
         let call_id = CallId::new(call_id)?;
         let packet = body.packet()?;
         if let Some(format) = body.media_format().map_err(invalid_format)? {
             self.ctx.gateway.open(&call_id, format).await?;
         }
-        let appended = self.ctx.gateway.ingest(call_id, packet).await?;
-        Ok(Json(appended.into()))
+        match self.ctx.gateway.ingest(call_id, packet).await {
+            Ok(appended) => Ok(Ok(appended)),
+            Err(GatewayError::Rejected(rejection)) => Ok(Err(rejection)),
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -77,15 +95,33 @@ impl PacketsApi {
         call_id: Path<String>,
         body: JsonBody<Vec<PacketIn>>,
     ) -> Result<Json<BatchAck>, ApiError> {
+        let started = Instant::now();
         self.ctx.keys.authorize(&auth, Role::Ingest)?;
-        let call_id = CallId::new(call_id.0)?;
+        let count = body.0.len() as u64;
+        let result = self.store_batch(call_id.0, body.0).await;
+        match &result {
+            Ok(ack) => metrics::record_ingest("batch", &ack.1, started),
+            Err(_) => metrics::record_refused("batch", count),
+        }
+        let (sequences, outcomes) = result?;
+        Ok(Json(sequences.into_iter().zip(&outcomes).map(|(seq, o)| BatchItem::new(seq, o)).collect()))
+    }
+}
+
+impl PacketsApi {
+    /// Validates and stores a batch: each packet's sequence and outcome.
+    async fn store_batch(
+        &self,
+        call_id: String,
+        body: Vec<PacketIn>,
+    ) -> Result<(Vec<u64>, Vec<PacketOutcome>), ApiError> {
+        let call_id = CallId::new(call_id)?;
         let limit = self.ctx.gateway.config().max_request_batch;
-        if body.0.len() > limit {
-            return Err(GatewayError::BatchTooLarge { len: body.0.len(), limit }.into());
+        if body.len() > limit {
+            return Err(GatewayError::BatchTooLarge { len: body.len(), limit }.into());
         }
         let mut format = None;
         let packets = body
-            .0
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -110,7 +146,7 @@ impl PacketsApi {
         }
         let sequences: Vec<u64> = packets.iter().map(|p| p.packet.sequence()).collect();
         let outcomes = self.ctx.gateway.ingest_batch(packets).await?;
-        Ok(Json(sequences.into_iter().zip(&outcomes).map(|(seq, o)| BatchItem::new(seq, o)).collect()))
+        Ok((sequences, outcomes))
     }
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod helpers;
 mod malformed;
 mod media;
+mod metrics;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod shutdown;

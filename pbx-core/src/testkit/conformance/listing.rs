@@ -88,3 +88,17 @@ pub async fn list_refuses_invalid_limits(store: Arc<dyn CallStore>) {
         assert!(matches!(r, Err(StoreError::InvalidArgument(_))), "limit {limit}: {r:?}");
     }
 }
+
+/// Calls per state, for operators' gauges.
+pub async fn count_by_state_counts_every_call(store: Arc<dyn CallStore>) {
+    let s = &*store;
+    assert!(s.count_by_state().await.expect("count").iter().all(|(_, n)| *n == 0), "an empty store");
+    for name in ["a", "b", "c"] {
+        append_seqs(s, &id(name), &[1], at(0)).await;
+    }
+    s.complete(&id("c"), at(1)).await.expect("complete");
+    let mut counts: Vec<(CallState, u64)> =
+        s.count_by_state().await.expect("count").into_iter().filter(|(_, n)| *n > 0).collect();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(counts, vec![(CallState::Completed, 1), (CallState::InProgress, 2)]);
+}

@@ -69,6 +69,7 @@ macro_rules! call_store_conformance {
             packet_pages_read_one_channel_in_order,
             list_pages_in_byte_order_with_state_filter,
             list_refuses_invalid_limits,
+            count_by_state_counts_every_call,
             claim_takes_oldest_due_first_up_to_limit,
             lease_expiry_rescues_without_counting_a_failure,
             stale_attempts_are_fenced,

@@ -50,7 +50,8 @@ use pbx_core::media::MediaFormat;
 use pbx_core::packet::{NewPacket, StoredPacket};
 use pbx_core::state::{CallState, Transition};
 use pbx_core::store::{
-    AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, Opened, PacketOutcome, StoreError,
+    AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, Opened, PacketOutcome, PoolStats,
+    StoreError,
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -61,6 +62,7 @@ mod listener;
 mod open;
 mod reads;
 mod rows;
+mod stats;
 mod work;
 
 /// The schema's migrations (`migrations/`), embedded at build time.
@@ -302,5 +304,13 @@ impl CallStore for PgCallStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(error::store_error)
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(CallState, u64)>, StoreError> {
+        stats::count_by_state(&self.pool).await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(stats::pool_stats(&self.pool))
     }
 }

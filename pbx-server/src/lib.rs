@@ -100,6 +100,10 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn CallStore>, Serve
 pub struct Server {
     acceptor: poem::listener::TcpAcceptor,
     local_addr: SocketAddr,
+    /// The media stream endpoints.
+    streams: streams::Streams,
+    /// The AudioSocket listener of `--audiosocket-bind`.
+    audiosocket: Option<(tokio::net::TcpListener, SocketAddr)>,
     /// The open `/metrics` listener of `--metrics-bind`, with its address.
     metrics: Option<(poem::listener::TcpAcceptor, SocketAddr, metrics::MetricsEndpoint)>,
     gateway: Gateway,
@@ -151,7 +155,21 @@ impl Server {
         let options = AppOptions { processor: processor.clone(), ..settings.app_options() };
         let guarded =
             metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), Some(Arc::new(options.keys.clone())));
-        let app = Route::new().at("/metrics", guarded).nest("/", build_app(gateway.clone(), options)).boxed();
+        let streams = streams::Streams::new(gateway.clone(), settings.stream_config());
+        let app = Route::new()
+            .at("/metrics", guarded.with_streams(streams.stats()))
+            .nest("/v1/media", streams.routes())
+            .nest("/", build_app(gateway.clone(), options))
+            .boxed();
+        let audiosocket = match settings.audiosocket_bind {
+            None => None,
+            Some(addr) => {
+                let listener =
+                    tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Io { addr, source })?;
+                let bound = listener.local_addr().map_err(|source| ServerError::Io { addr, source })?;
+                Some((listener, bound))
+            }
+        };
         let metrics = match settings.metrics_bind {
             None => None,
             Some(addr) => {
@@ -162,16 +180,23 @@ impl Server {
                     .first()
                     .and_then(|a| a.as_socket_addr().copied())
                     .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
-                Some((acceptor, bound, metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), None)))
+                let endpoint = metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), None)
+                    .with_streams(streams.stats());
+                Some((acceptor, bound, endpoint))
             }
         };
         let processor = processor.map(Processor::spawn);
-        Ok(Self { acceptor, local_addr, metrics, gateway, processor, app, settings })
+        Ok(Self { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings })
     }
 
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the `--audiosocket-bind` listener, if any.
+    pub fn audiosocket_addr(&self) -> Option<SocketAddr> {
+        self.audiosocket.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address of the `--metrics-bind` listener, if any.
@@ -188,12 +213,13 @@ impl Server {
     /// lets in-flight requests and AI attempts finish within the grace period, and
     /// releases the leases of attempts still running after it.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { acceptor, local_addr, metrics, processor, app, settings, .. } = self;
+        let Server { acceptor, local_addr, streams, audiosocket, metrics, processor, app, settings, .. } = self;
         let grace = settings.shutdown_grace;
         let (stop, stopped) = watch::channel(false);
         let mut http_stopped = stopped.clone();
         let mut processor_stopped = stopped.clone();
         let mut metrics_stopped = stopped.clone();
+        let mut audiosocket_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
         tracing::info!(addr = %local_addr, "listening on http://{local_addr} (docs at /docs)");
@@ -232,13 +258,21 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Io { addr, source })
         };
+        let serve_audiosocket = async move {
+            let Some((listener, _)) = audiosocket else { return };
+            streams::audiosocket::serve(listener, streams, async move {
+                let _ = audiosocket_stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        };
         let stop_processor = async move {
             let _ = processor_stopped.wait_for(|s| *s).await;
             if let Some(processor) = processor {
                 processor.shutdown(grace).await;
             }
         };
-        let ((), served, metrics_served, ()) = tokio::join!(signal, serve, serve_metrics, stop_processor);
+        let ((), served, metrics_served, (), ()) =
+            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor);
         tracing::info!("stopped");
         served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
         metrics_served

@@ -86,6 +86,13 @@ fn describe() {
     describe_gauge!("pbx_db_pool_connections", "PostgreSQL pool connections, by state (idle, in_use).");
     describe_gauge!("pbx_db_pool_max_connections", "The most connections the PostgreSQL pool opens.");
     describe_gauge!("pbx_build_info", "Always 1; the labels say which build runs.");
+    describe_gauge!("pbx_streams_open", "Media streams (Twilio, Telnyx, AudioHook, AudioSocket) open now.");
+    describe_counter!("pbx_streams_opened_total", "Media streams opened.");
+    describe_counter!(
+        "pbx_stream_frames_total",
+        "Media stream frames, by outcome (stored, dropped = its buffer was full, rejected)."
+    );
+    describe_counter!("pbx_stream_protocol_errors_total", "Media streams closed for a protocol error.");
 }
 
 /// The `outcome` label of one packet's answer.
@@ -124,13 +131,21 @@ pub struct MetricsEndpoint {
     processor: Option<Processor>,
     /// `None`: open (the separate metrics listener).
     keys: Option<std::sync::Arc<ApiKeys>>,
+    /// The media streams' counters.
+    streams: Option<crate::streams::StreamStats>,
 }
 
 impl MetricsEndpoint {
     /// The endpoint over `gateway`; `keys` guard it (role `supervisor`) unless `None`.
     pub fn new(gateway: Gateway, processor: Option<Processor>, keys: Option<std::sync::Arc<ApiKeys>>) -> Self {
         handle();
-        Self { gateway, processor, keys }
+        Self { gateway, processor, keys, streams: None }
+    }
+
+    /// Also shows the media streams' counters.
+    pub fn with_streams(mut self, stats: crate::streams::StreamStats) -> Self {
+        self.streams = Some(stats);
+        self
     }
 
     /// Sets the gauges that are read rather than counted.
@@ -157,6 +172,16 @@ impl MetricsEndpoint {
             metrics::gauge!("pbx_ai_attempts_in_flight").set(status.attempts_in_flight as f64);
         }
         metrics::gauge!("pbx_event_subscribers").set(self.gateway.subscriber_count() as f64);
+        if let Some(streams) = &self.streams {
+            let s = streams.snapshot();
+            metrics::gauge!("pbx_streams_open").set(s.streams_open as f64);
+            // Monotonic counts kept by the streams: counters set to their value.
+            metrics::counter!("pbx_streams_opened_total").absolute(s.streams_total);
+            metrics::counter!("pbx_stream_frames_total", "outcome" => "stored").absolute(s.frames_stored);
+            metrics::counter!("pbx_stream_frames_total", "outcome" => "dropped").absolute(s.frames_dropped);
+            metrics::counter!("pbx_stream_frames_total", "outcome" => "rejected").absolute(s.frames_rejected);
+            metrics::counter!("pbx_stream_protocol_errors_total").absolute(s.protocol_errors);
+        }
         metrics::gauge!("pbx_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     }
 }

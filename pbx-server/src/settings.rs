@@ -139,6 +139,31 @@ pub struct Settings {
     #[arg(long, env = "PBX_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
 
+    /// Asterisk AudioSocket: listen for TCP streams here (off when unset), e.g.
+    /// 0.0.0.0:9092; the dialplan's AudioSocket(<uuid>,<host>:<port>) points at it.
+    #[arg(long, env = "PBX_AUDIOSOCKET_BIND")]
+    pub audiosocket_bind: Option<SocketAddr>,
+
+    /// Twilio's auth token: when set, X-Twilio-Signature is verified on the upgrade of
+    /// /v1/media/twilio and a missing or wrong one is refused with 403.
+    #[arg(long, env = "PBX_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// The public base URL PBXs connect to (wss://pbx.example.com), for the Twilio
+    /// signature behind a proxy: it replaces the scheme and host the request shows.
+    #[arg(long, env = "PBX_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// A media stream that drops without its end marker completes its call after this
+    /// long, unless the call reconnects first.
+    #[arg(long, env = "PBX_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// Frames a media stream may queue ahead of its store writes; beyond it, frames are
+    /// dropped and counted (they show as gaps).
+    #[arg(long, env = "PBX_STREAM_BUFFER_FRAMES", default_value_t = 500)]
+    pub stream_buffer_frames: usize,
+
     /// The AI that transcribes: simulated (needs nothing), openai (any
     /// OpenAI-compatible transcription server) or deepgram.
     #[arg(long, env = "PBX_AI", value_enum, default_value_t = AiKind::Simulated)]
@@ -340,6 +365,20 @@ impl Settings {
     /// The HTTP app's options.
     pub fn app_options(&self) -> AppOptions {
         AppOptions { keys: self.keys(), body_limit: self.body_limit, public_url: None, processor: None }
+    }
+
+    /// The media streams' settings.
+    pub fn stream_config(&self) -> crate::streams::StreamConfig {
+        crate::streams::StreamConfig {
+            stream_idle_timeout: self.stream_idle_timeout,
+            buffer_frames: self.stream_buffer_frames,
+            twilio_auth_token: self
+                .twilio_auth_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(crate::streams::Secret::new),
+            public_url: self.public_url.clone(),
+        }
     }
 
     /// The gateway's settings.

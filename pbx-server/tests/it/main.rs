@@ -16,4 +16,6 @@ mod postgres;
 mod shutdown;
 mod spawned;
 mod speech;
+mod streams_audiosocket;
+mod streams_twilio;
 mod unavailable;

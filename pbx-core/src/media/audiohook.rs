@@ -330,6 +330,42 @@ pub enum AudioHookEvent {
     },
 }
 
+/// Frames of silence for a span the client did not send (paused or discarded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceSpan {
+    first_slot: u64,
+    count: u64,
+    frame: Bytes,
+    samples_per_frame: u64,
+    rate: u64,
+}
+
+impl SilenceSpan {
+    /// The sequence of the first silent frame.
+    pub fn first_sequence(&self) -> u64 {
+        self.first_slot + 1
+    }
+
+    /// Frames of silence.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// `true` if the span holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The packets, one per frame, sharing one buffer.
+    pub fn packets(&self) -> impl Iterator<Item = Packet> + '_ {
+        (self.first_slot..self.first_slot + self.count).filter_map(move |slot| {
+            let sequence = i64::try_from(slot + 1).ok()?;
+            let timestamp = (slot * self.samples_per_frame) as f64 / self.rate as f64;
+            Packet::new(sequence, crate::packet::Payload::Audio(self.frame.clone()), timestamp).ok()
+        })
+    }
+}
+
 /// One thing the driver must do, in the order given.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -346,6 +382,10 @@ pub enum AudioHookAction {
     },
     /// Store these packets of the opened call.
     Store(Vec<Packet>),
+    /// Store these frames of silence (a paused or discarded span, whole frames only),
+    /// in order, after the packets before it. Generated lazily: a long pause is one
+    /// action, not millions of packets in memory.
+    Silence(SilenceSpan),
     /// Send this message to the client.
     Send(ServerMessage),
     /// Log this.
@@ -654,7 +694,7 @@ impl AudioHookSession {
                 let discarded = parse_duration(&p.discarded)
                     .ok_or_else(|| invalid("discarded", "not an ISO-8601 duration".into()))?;
                 let mut out = Vec::new();
-                if let Some(media) = &self.media {
+                if let Some(media) = self.media.clone() {
                     let skip = (discarded * media.rate as f64).round() as u64;
                     let max = self.limits.max_position.saturating_mul(media.rate);
                     let to = self.timeline.saturating_add(skip);
@@ -664,11 +704,27 @@ impl AudioHookSession {
                             format!("the span ends beyond {} s", self.limits.max_position),
                         ));
                     }
+                    let from = self.timeline;
                     self.timeline = to;
                     if let (Some(spf), Some((slot, _))) = (self.samples_per_frame, &self.pending)
                         && to / spf != *slot
                     {
                         out.extend(self.flush());
+                    }
+                    if let Some(spf) = self.samples_per_frame {
+                        // Whole slots inside the span: silence packets.
+                        let first = from.div_ceil(spf);
+                        let end = to / spf;
+                        if end > first {
+                            let frame = Bytes::from(vec![media.silence; spf as usize * media.unit]);
+                            out.push(AudioHookAction::Silence(SilenceSpan {
+                                first_slot: first,
+                                count: end - first,
+                                frame,
+                                samples_per_frame: spf,
+                                rate: media.rate,
+                            }));
+                        }
                     }
                 }
                 let e = if event == "resumed" {
@@ -1175,9 +1231,14 @@ mod tests {
         let r = text(&mut s, &msg("resumed", 3, 1, "PT0.02S", r#"{"start":"PT0.02S","discarded":"PT0.04S"}"#)).unwrap();
         assert!(!s.is_paused());
         assert!(matches!(r.last(), Some(AudioHookAction::Event(AudioHookEvent::Resumed { .. }))));
-        // Slots 2 and 3 are the pause (silence in the recording); audio goes on at 4.
+        // Slots 2 and 3 are the pause, stored as silence; audio goes on at 4.
+        let AudioHookAction::Silence(span) = &r[0] else { panic!("{r:?}") };
+        let silent: Vec<(u64, usize)> = span.packets().map(|p| (p.sequence(), p.data().len())).collect();
+        assert_eq!(silent, [(2, 160), (3, 160)]);
         assert_eq!(stored(&s.receive(WsFrame::Binary(&[2; 160])).unwrap())[0].0, 4);
-        text(&mut s, &msg("discarded", 4, 1, "PT0.06S", r#"{"start":"PT0.06S","discarded":"PT0.02S"}"#)).unwrap();
+        let d =
+            text(&mut s, &msg("discarded", 4, 1, "PT0.06S", r#"{"start":"PT0.06S","discarded":"PT0.02S"}"#)).unwrap();
+        assert!(matches!(&d[0], AudioHookAction::Silence(span) if span.first_sequence() == 5 && span.len() == 1));
         assert_eq!(stored(&s.receive(WsFrame::Binary(&[3; 160])).unwrap())[0].0, 6);
     }
 

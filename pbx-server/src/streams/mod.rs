@@ -38,6 +38,7 @@ use std::time::Duration;
 use pbx_core::CallId;
 use pbx_core::gateway::Gateway;
 
+pub mod audiohook;
 pub mod audiosocket;
 mod driver;
 mod signature;

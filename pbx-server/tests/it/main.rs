@@ -16,6 +16,7 @@ mod postgres;
 mod shutdown;
 mod spawned;
 mod speech;
+mod streams_audiohook;
 mod streams_audiosocket;
 mod streams_twilio;
 mod unavailable;

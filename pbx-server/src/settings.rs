@@ -144,6 +144,18 @@ pub struct Settings {
     #[arg(long, env = "PBX_AUDIOSOCKET_BIND")]
     pub audiosocket_bind: Option<SocketAddr>,
 
+    /// Genesys AudioHook API keys, KEY[:BASE64_SECRET] (repeatable; comma-separated in
+    /// the env var). With a secret, the upgrade's HTTP message signature is verified.
+    /// Without any key, /v1/media/audiohook is open (a warning is logged).
+    #[arg(
+        long = "audiohook-api-key",
+        env = "PBX_AUDIOHOOK_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY[:BASE64_SECRET]",
+        hide_env_values = true
+    )]
+    pub audiohook_api_keys: Vec<crate::streams::audiohook::ApiKey>,
+
     /// Twilio's auth token: when set, X-Twilio-Signature is verified on the upgrade of
     /// /v1/media/twilio and a missing or wrong one is refused with 403.
     #[arg(long, env = "PBX_TWILIO_AUTH_TOKEN", hide_env_values = true)]

@@ -20,3 +20,4 @@ mod streams_audiohook;
 mod streams_audiosocket;
 mod streams_twilio;
 mod unavailable;
+mod wiring;

@@ -10,10 +10,11 @@
 //! - Packet sequence: `media.chunk` (per track); timestamp: `media.timestamp` (ms since
 //!   the stream started) in seconds. Numbers may arrive as strings or as JSON numbers.
 //! - Tracks: with both `inbound` and `outbound` announced in `start.tracks` (Twilio
-//!   `both_tracks`), inbound is channel 0 and outbound channel 1 and the call is
-//!   declared with 2 channels (its recording is stereo, inbound left). With one track,
-//!   that track is channel 0. Telnyx's `start` lists no tracks: inbound is channel 0,
-//!   outbound channel 1, and the call is declared with `media_format.channels`.
+//!   `both_tracks`), inbound is channel 0 and outbound channel 1. The format is
+//!   declared mono (each frame is one track's mono audio): the recording is stereo,
+//!   inbound left, once both tracks sent frames, and mono if only one ever did. With
+//!   one track, that track is channel 0. Telnyx's `start` lists no tracks: inbound is
+//!   channel 0, outbound channel 1, the same way.
 //! - Media format: Twilio `audio/x-mulaw`; Telnyx `PCMU` or `PCMA`, at the rate given.
 //!   L16 (network byte order), G.722, Opus and AMR-WB are refused.
 //! - `dtmf` and `mark` are reported with the offset of the latest media frame seen;
@@ -237,8 +238,11 @@ impl TwilioSession {
             None => (vec![Track::Inbound, Track::Outbound], false),
         };
         let encoding = parse_encoding(self.flavor, &start.format.encoding)?;
-        let channels = if announced { tracks.len() as u64 } else { start.format.channels.unwrap_or(1) };
-        let format = MediaFormat::new(encoding, start.format.sample_rate.unwrap_or(8000), channels)?;
+        // Each frame is one track's mono audio; the tracks are the packets' channels.
+        // The call records in stereo once both tracks sent frames (the assembler makes
+        // one output channel per track), and stays mono if only one ever does, rather
+        // than reading mono frames as interleaved stereo.
+        let format = MediaFormat::new(encoding, start.format.sample_rate.unwrap_or(8000), 1)?;
         let streaming = Streaming {
             inbound: tracks.iter().position(|t| *t == Track::Inbound).map(|i| i as u8),
             outbound: tracks.iter().position(|t| *t == Track::Outbound).map(|i| i as u8),
@@ -613,7 +617,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(format.channels(), 2);
+        assert_eq!(format.channels(), 1, "frames are mono; the tracks are channels of packets");
         assert_eq!(metadata.tracks, vec![Track::Inbound, Track::Outbound]);
     }
 

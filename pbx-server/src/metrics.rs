@@ -114,6 +114,11 @@ pub fn record_ingest<'a>(
     started: Instant,
 ) {
     metrics::histogram!(INGEST_SECONDS, "source" => source).record(started.elapsed().as_secs_f64());
+    record_outcomes(source, outcomes);
+}
+
+/// Counts packets answered for `source` (stream frames: their batch's answers).
+pub fn record_outcomes<'a>(source: &'static str, outcomes: impl IntoIterator<Item = &'a PacketOutcome>) {
     for outcome in outcomes {
         metrics::counter!(PACKETS, "source" => source, "outcome" => outcome_label(outcome)).increment(1);
     }

@@ -242,6 +242,13 @@ impl TwilioSession {
         // The call records in stereo once both tracks sent frames (the assembler makes
         // one output channel per track), and stays mono if only one ever does, rather
         // than reading mono frames as interleaved stereo.
+        if let Some(channels) = start.format.channels.filter(|&c| c != 1) {
+            return Err(ProtocolError::InvalidField {
+                event: "start",
+                field: "mediaFormat.channels",
+                reason: format!("{channels} channels per frame; each track's frames must be mono"),
+            });
+        }
         let format = MediaFormat::new(encoding, start.format.sample_rate.unwrap_or(8000), 1)?;
         let streaming = Streaming {
             inbound: tracks.iter().position(|t| *t == Track::Inbound).map(|i| i as u8),
@@ -447,6 +454,7 @@ struct FormatFields<'a> {
     encoding: Cow<'a, str>,
     #[serde(alias = "sampleRate", alias = "sample_rate", default, deserialize_with = "opt_number")]
     sample_rate: Option<u64>,
+    /// Channels per frame: each track's frames are mono, so anything else is refused.
     #[serde(default, deserialize_with = "opt_number")]
     channels: Option<u64>,
 }

@@ -65,7 +65,7 @@ use pbx_core::media::audiohook::{
     SessionLimits, SilenceSpan, WsFrame,
 };
 use pbx_core::media::session::{ProtocolError, ProtocolErrorKind};
-use pbx_core::packet::{NewPacket, Packet};
+use pbx_core::packet::Packet;
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::Data;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
@@ -838,7 +838,8 @@ impl Conn {
         inner.live.lock().expect("live streams lock").insert(call_id.clone(), self.id);
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
-        let storer = tokio::spawn(store_loop(self.streams.clone(), call_id.clone(), rx, max_batch));
+        let storer =
+            tokio::spawn(super::driver::store_loop(self.streams.clone(), "audiohook", call_id.clone(), rx, max_batch));
         self.call = Some(OpenCall { call_id, tx: Some(tx), storer: Some(storer) });
         Ok(())
     }
@@ -970,44 +971,6 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.streams.inner.stats.0.streams_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Stores a stream's queued frames in batches until the queue closes; retryable store
-/// errors are retried with backoff for up to the idle timeout per batch, and frames
-/// given up on are counted as dropped.
-async fn store_loop(streams: Streams, call_id: CallId, mut rx: mpsc::Receiver<Packet>, max_batch: usize) {
-    let inner = &streams.inner;
-    let counters = &inner.stats.0;
-    let mut buf = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut buf, max_batch).await > 0 {
-        let batch: Vec<NewPacket> = buf.drain(..).map(|p| NewPacket::new(call_id.clone(), p)).collect();
-        let n = batch.len() as u64;
-        let deadline = Instant::now() + inner.config.stream_idle_timeout;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            match inner.gateway.ingest_batch(batch.clone()).await {
-                Ok(outcomes) => {
-                    let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
-                    StreamStats::add(&counters.frames_stored, n - rejected);
-                    if rejected > 0 {
-                        StreamStats::add(&counters.frames_rejected, rejected);
-                        tracing::warn!(call_id = %call_id, rejected, "the store refused AudioHook frames (resent with other data)");
-                    }
-                    break;
-                }
-                Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
-                    tracing::warn!(call_id = %call_id, error = %e, frames = n, retry_in = ?delay, "storing AudioHook frames failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    StreamStats::add(&counters.frames_dropped, n);
-                    tracing::error!(call_id = %call_id, error = %e, frames = n, "storing AudioHook frames failed; they are dropped (counted as gaps)");
-                    break;
-                }
-            }
-        }
     }
 }
 

@@ -103,7 +103,7 @@ impl StreamDriver {
         inner.live.lock().expect("live streams lock").insert(call_id.clone(), self.id);
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
-        let storer = tokio::spawn(store_loop(self.streams.clone(), call_id.clone(), rx, max_batch));
+        let storer = tokio::spawn(store_loop(self.streams.clone(), self.protocol, call_id.clone(), rx, max_batch));
         self.open = Some(Open { call_id, tx: Some(tx), storer: Some(storer) });
         Ok(())
     }
@@ -211,8 +211,14 @@ impl Drop for StreamDriver {
 
 /// Stores a stream's queued frames in batches until the queue closes. Retryable store
 /// errors are retried with backoff for up to the idle timeout per batch; frames given
-/// up on are counted as dropped.
-async fn store_loop(streams: Streams, call_id: CallId, mut rx: mpsc::Receiver<Packet>, max_batch: usize) {
+/// up on are counted as dropped. Every protocol's streams store through it.
+pub(super) async fn store_loop(
+    streams: Streams,
+    protocol: &'static str,
+    call_id: CallId,
+    mut rx: mpsc::Receiver<Packet>,
+    max_batch: usize,
+) {
     let inner = &streams.inner;
     let counters = &inner.stats.0;
     let mut buf = Vec::with_capacity(max_batch);
@@ -224,6 +230,7 @@ async fn store_loop(streams: Streams, call_id: CallId, mut rx: mpsc::Receiver<Pa
         loop {
             match inner.gateway.ingest_batch(batch.clone()).await {
                 Ok(outcomes) => {
+                    crate::metrics::record_outcomes(protocol, &outcomes);
                     let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
                     StreamStats::add(&counters.frames_stored, n - rejected);
                     if rejected > 0 {
@@ -233,13 +240,14 @@ async fn store_loop(streams: Streams, call_id: CallId, mut rx: mpsc::Receiver<Pa
                     break;
                 }
                 Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
-                    tracing::warn!(call_id = %call_id, error = %e, frames = n, retry_in = ?delay, "storing media frames failed; retrying");
+                    tracing::warn!(call_id = %call_id, protocol, error = %e, frames = n, retry_in = ?delay, "storing media frames failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
                     StreamStats::add(&counters.frames_dropped, n);
-                    tracing::error!(call_id = %call_id, error = %e, frames = n, "storing media frames failed; they are dropped (counted as gaps)");
+                    crate::metrics::record_refused(protocol, n);
+                    tracing::error!(call_id = %call_id, protocol, error = %e, frames = n, "storing media frames failed; they are dropped (counted as gaps)");
                     break;
                 }
             }

@@ -20,12 +20,15 @@
 --   including the packets stored before it in this batch.
 --
 -- Steps, each its own statement (so each sees what the one before waited for):
--- 1. Create the calls that do not exist, in byte order of their ids (calls.call_id is
---    COLLATE "C"). A row another batch is inserting makes this wait for that batch and
---    then skip the id (ON CONFLICT DO NOTHING).
--- 2. Lock the other calls of the batch, in the same order (FOR UPDATE). Every batch
---    creates, then locks, in one order, so two batches never wait for each other in a
---    cycle; rows this batch created are its own until it commits.
+-- 1. Lock the calls of the batch that exist (FOR UPDATE), in byte order of their ids
+--    (calls.call_id is COLLATE "C").
+-- 2. Create the others, in the same order. A row another batch is inserting makes this
+--    wait for that batch. Should that batch have created a call after step 1 looked,
+--    the function fails with serialization_failure (40001) rather than lock the call
+--    out of order, and the caller runs the batch again. No two batches ever wait for
+--    each other in a cycle: step 1 takes locks in one order, and a batch waiting in
+--    step 2 waits for one that inserted that id in its own step 2, which takes no
+--    lock any more and only waits, in turn, for ids above it.
 -- 3. One statement classifies every packet against the calls as locked, inserts the new
 --    packets and updates the counters of channel 0 (in `calls`) and of other channels
 --    (`call_channels`), `updated_at` (any accepted packet) and `last_packet_at` (any
@@ -45,9 +48,9 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_ids      text[];
-    v_existing text[];
-    v_created  text[];
+    v_locked  text[];
+    v_missing text[];
+    v_created text[];
 BEGIN
     IF cardinality(p_call_ids) IS DISTINCT FROM cardinality(p_channels)
        OR cardinality(p_call_ids) IS DISTINCT FROM cardinality(p_sequences)
@@ -57,55 +60,61 @@ BEGIN
         RAISE EXCEPTION 'pbx_append: the batch arrays differ in length' USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- The batch's distinct calls, in byte order: the one order every batch takes.
-    SELECT COALESCE(array_agg(s.id ORDER BY s.id), '{}') INTO v_ids
-    FROM (SELECT DISTINCT t.id COLLATE "C" AS id FROM unnest(p_call_ids) AS t(id)) AS s;
+    -- 1. Lock the batch's calls that exist, in byte order of their ids (the index scan
+    --    returns them in key order and rows are locked as they come), and list the ids
+    --    that do not exist, in the same order.
+    WITH locked AS (
+        SELECT c.call_id FROM calls AS c WHERE c.call_id = ANY (p_call_ids) ORDER BY c.call_id FOR UPDATE
+    )
+    SELECT COALESCE((SELECT array_agg(l.call_id) FROM locked AS l), '{}'),
+           COALESCE((SELECT array_agg(m.id ORDER BY m.id)
+                     FROM (SELECT DISTINCT t.id COLLATE "C" AS id FROM unnest(p_call_ids) AS t(id)
+                           WHERE t.id NOT IN (SELECT l.call_id FROM locked AS l)) AS m), '{}')
+    INTO v_locked, v_missing;
 
-    -- 1. Create the missing calls. Most batches have none: a read of the primary key
-    --    (`= ANY`, an index scan whatever the statistics say) finds the ids that exist.
-    SELECT COALESCE(array_agg(c.call_id), '{}') INTO v_existing FROM calls AS c WHERE c.call_id = ANY (v_ids);
-    IF cardinality(v_existing) < cardinality(v_ids) THEN
+    -- 2. Create the missing calls, in the same order.
+    IF cardinality(v_missing) > 0 THEN
         WITH ins AS (
             INSERT INTO calls (call_id, created_at, updated_at, last_packet_at)
             SELECT t.id, p_now, p_now, p_now
-            FROM unnest(v_ids) WITH ORDINALITY AS t(id, n)
-            WHERE t.id <> ALL (v_existing)
+            FROM unnest(v_missing) WITH ORDINALITY AS t(id, n)
             ORDER BY t.n
             ON CONFLICT (call_id) DO NOTHING
             RETURNING call_id
         )
         SELECT COALESCE(array_agg(ins.call_id), '{}') INTO v_created FROM ins;
+        IF cardinality(v_created) < cardinality(v_missing) THEN
+            -- Another batch created one of them after step 1 looked. Locking it now
+            -- would break the lock order; the caller retries the whole batch instead
+            -- (nothing of it is stored), and then finds the call.
+            RAISE EXCEPTION 'pbx_append: a call of the batch was created concurrently'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
     ELSE
         v_created := '{}';
     END IF;
 
-    -- 2. Lock the others. The index scan returns them in key order and rows are locked
-    --    as they come.
-    PERFORM 1 FROM calls AS c
-    WHERE c.call_id = ANY (v_ids) AND c.call_id <> ALL (v_created)
-    ORDER BY c.call_id
-    FOR UPDATE;
-
     -- 3. Classify, store, count.
     RETURN QUERY
-    WITH b AS (
-        SELECT t.ord, t.call_id, t.channel, t.sequence, t.data, t.is_text, t.ts, c.state,
-               CASE WHEN t.channel = 0 THEN c.highest_sequence
+    WITH cs AS MATERIALIZED (
+        -- The batch's calls as locked (or created): one primary-key probe per call.
+        SELECT c.call_id, c.state, c.highest_sequence FROM calls AS c WHERE c.call_id = ANY (p_call_ids)
+    ), b AS (
+        SELECT t.ord, t.call_id, t.channel, t.sequence, t.data, t.is_text, t.ts, cs.state,
+               CASE WHEN t.channel = 0 THEN cs.highest_sequence
                     ELSE COALESCE((SELECT x.highest_sequence FROM call_channels AS x
                                    WHERE x.call_id = t.call_id AND x.channel = t.channel), 0)
                END AS hi
         FROM unnest(p_call_ids, p_channels, p_sequences, p_data, p_is_text, p_timestamps)
              WITH ORDINALITY AS t(call_id, channel, sequence, data, is_text, ts, ord)
-        -- LIMIT keeps each lateral lookup a probe of the primary key per packet: without
-        -- it the planner may flatten it into a hash join over a whole table, which it
-        -- prefers while its statistics still say the table is small, and a cached plan
-        -- keeps that choice as the table grows.
-        CROSS JOIN LATERAL (
-            SELECT c.state, c.highest_sequence FROM calls AS c WHERE c.call_id = t.call_id LIMIT 1
-        ) AS c
+        JOIN cs ON cs.call_id = t.call_id
     ), looked AS (
         -- The stored copy, looked up only at or below the channel's highest sequence
-        -- (a packet above it cannot be stored), and the batch's first copy.
+        -- (a packet above it cannot be stored), and the batch's first copy. LIMIT keeps
+        -- the lookup a primary-key probe per packet: without it the planner may
+        -- flatten it into a hash join over the whole table, which it prefers while its
+        -- statistics still say the table is small, and a cached plan keeps that
+        -- choice as the table grows.
         SELECT b.*, s.data AS s_data, s.data_is_text AS s_is_text,
                first_value(b.data) OVER w AS f_data,
                first_value(b.is_text) OVER w AS f_is_text,
@@ -181,7 +190,7 @@ BEGIN
             last_packet_at = CASE WHEN u.stored THEN p_now ELSE c.last_packet_at END
         FROM per_call AS u
         -- `= ANY`: an index scan of the batch's calls, never a scan of the table.
-        WHERE c.call_id = ANY (v_ids) AND c.call_id = u.call_id
+        WHERE c.call_id = ANY (p_call_ids) AND c.call_id = u.call_id
     ), channels_updated AS (
         INSERT INTO call_channels AS x (call_id, channel, received, highest_sequence, duplicates, out_of_order)
         SELECT pc.call_id, pc.channel, pc.n_new, COALESCE(pc.top, 0), pc.n_dup, pc.n_late

@@ -12,8 +12,11 @@
 //!   answer arrives after the commit, so every packet answered as stored is durable; the
 //!   answer's decoding cannot fail on a row the schema admits (verdict codes and states
 //!   are the function's and the schema's own).
-//! - **Deadlock-free**: the function creates the missing calls, then locks the others,
-//!   both in byte order of their ids, the one order every batch takes.
+//! - **Deadlock-free**: the function locks the batch's calls, then creates the missing
+//!   ones, both in byte order of their ids, the one order every batch takes. When
+//!   another batch created one of them in between, the function fails with
+//!   `serialization_failure` rather than lock out of order, having stored nothing, and
+//!   the batch runs again (a second round trip, in that race only).
 //! - **Same verdicts as every store**: each packet is classified in input order, per
 //!   (call, channel), with the rules of [`pbx_core::ordering::OrderingCounters::observe`];
 //!   a repeat of an earlier packet of the batch is a duplicate (or conflict) of it. The
@@ -31,6 +34,16 @@ use crate::rows;
 
 const APPEND: &str =
     "SELECT ord, verdict, created, gap_first, closed_state FROM pbx_append($1, $2, $3, $4, $5, $6, $7)";
+
+/// How often a batch runs when another batch keeps creating one of its calls between
+/// the function's lock and its insert (then nothing of it was stored; see the
+/// migration).
+const MAX_ATTEMPTS: usize = 4;
+
+/// `pbx_append` found a call created by another batch after it locked the others.
+fn created_concurrently(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40001")
+}
 
 /// One packet's answer from `pbx_append`.
 #[derive(sqlx::FromRow)]
@@ -63,17 +76,23 @@ pub(crate) async fn append(
         is_text.push(p.packet.data().is_text());
         ts.push(p.packet.timestamp());
     }
-    let answers: Vec<VerdictRow> = sqlx::query_as(APPEND)
-        .bind(&ids)
-        .bind(&channels)
-        .bind(&seqs)
-        .bind(&data)
-        .bind(&is_text)
-        .bind(&ts)
-        .bind(now)
-        .fetch_all(pool)
-        .await
-        .map_err(store_error)?;
+    let mut attempt = 1;
+    let answers: Vec<VerdictRow> = loop {
+        let answer = sqlx::query_as(APPEND)
+            .bind(&ids)
+            .bind(&channels)
+            .bind(&seqs)
+            .bind(&data)
+            .bind(&is_text)
+            .bind(&ts)
+            .bind(now)
+            .fetch_all(pool)
+            .await;
+        match answer {
+            Err(e) if attempt < MAX_ATTEMPTS && created_concurrently(&e) => attempt += 1,
+            answer => break answer.map_err(store_error)?,
+        }
+    };
     if answers.len() != n {
         return Err(StoreError::backend(format!("pbx_append answered {} of {n} packets", answers.len())));
     }

@@ -176,3 +176,53 @@ async fn open_racing_the_first_append_creates_the_call_once(pool: PgPool) {
         assert_eq!((snap.media_format, snap.ordering.counters.received), (Some(format), 2));
     }
 }
+
+/// A batch that finds a call missing, then waits to create it while another transaction
+/// creates it and commits, must not lock it out of order: the append runs again (nothing
+/// of the first try stored) and finds it. Staged with an open transaction, so the race
+/// happens every time.
+#[sqlx::test(migrator = "pbx_store_postgres::MIGRATOR")]
+async fn a_call_created_while_a_batch_waits_to_create_it_is_found_on_the_retry(pool: PgPool) {
+    use sqlx::Connection;
+    let store = Arc::new(PgCallStore::new(pool.clone()));
+    append_ok(&store, &[packet("e", 1)], at(0)).await;
+    let mut creator = admin(&pool).await;
+    let mut tx = creator.begin().await.unwrap();
+    sqlx::query("INSERT INTO calls (call_id, created_at, updated_at, last_packet_at) VALUES ('n', $1, $1, $1)")
+        .bind(at(1))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&[packet("e", 2), packet("n", 1)], at(2)).await })
+    };
+    // Wait until the batch waits for the uncommitted row.
+    let mut watcher = admin(&pool).await;
+    within("the batch to wait for the row", async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%pbx_append%'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    tx.commit().await.unwrap();
+    let out = appending.await.unwrap().expect("the retry stores the batch");
+    let out: Vec<_> = out.into_iter().map(|o| o.expect("accepted")).collect();
+    assert_eq!(
+        out.iter().map(|a| (a.order, a.created_call)).collect::<Vec<_>>(),
+        [(pbx_core::ordering::PacketOrder::InOrder, false), (pbx_core::ordering::PacketOrder::InOrder, false),]
+    );
+    assert_eq!(store.get(&id("e"), 1).await.unwrap().ordering.counters.received, 2);
+    let n = store.get(&id("n"), 1).await.unwrap();
+    assert_eq!((n.ordering.counters.received, n.created_at), (1, at(1)));
+}

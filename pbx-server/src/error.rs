@@ -4,6 +4,11 @@
 //! through [`ApiError::from`]; errors poem and poem-openapi raise before a handler runs
 //! (invalid JSON, a missing field, a bad query parameter, an unknown route, a body over
 //! the limit) are rewritten by [`json_error_response`].
+//!
+//! Each operation declares in its signature which of these it can answer, with
+//! [`Errors`]: `Result<Json<CallView>, Errors<{ READ_CALL }>>` documents exactly those
+//! statuses in the OpenAPI document, and an answer outside them is a bug the debug
+//! build (the tests, schemathesis) stops at.
 
 use pbx_core::gateway::GatewayError;
 use pbx_core::store::{PacketRejection, StoreError};
@@ -11,6 +16,7 @@ use pbx_core::{InvalidCallId, PacketError};
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
 
 /// Seconds a client is asked to wait before retrying a 503.
@@ -47,14 +53,18 @@ pub enum ApiError {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The call does not take this operation in its state (closed to packets, not
-    /// FAILED for a re-drive, no audio for a recording), the sequence was stored
-    /// before with different data, or the call was declared with another media format.
+    /// FAILED for a re-drive, no audio for a recording, or more audio than a WAV file
+    /// holds), the sequence was stored before with different data, or the call was
+    /// declared with another media format.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The body or the batch is larger than allowed (or a recording longer than a WAV
-    /// can hold).
+    /// The body or the batch is larger than allowed.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not JSON (`Content-Type` other than `application/json`; none, or
+    /// a form's, is read as JSON).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// A failure on the server's side.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -98,6 +108,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -112,11 +123,93 @@ impl ApiError {
             | ApiError::NotFound(b)
             | ApiError::Conflict(b)
             | ApiError::PayloadTooLarge(b)
+            | ApiError::UnsupportedMediaType(b)
             | ApiError::Internal(b)
             | ApiError::Unavailable(b, _) => b,
         }
     }
 }
+
+/// The error statuses an operation can answer, one bit each, for [`Errors`].
+pub mod status {
+    /// 400: malformed input.
+    pub const BAD_REQUEST: u16 = 1 << 0;
+    /// 401 and 403: the API key (operations that need a role).
+    pub const AUTH: u16 = 1 << 1;
+    /// 404: no such call.
+    pub const NOT_FOUND: u16 = 1 << 2;
+    /// 409: the call's state or earlier packets refuse it.
+    pub const CONFLICT: u16 = 1 << 3;
+    /// 413 and 415: a JSON request body, over the limit or not JSON.
+    pub const BODY: u16 = 1 << 4;
+    /// 500 and 503: the store failed or is unavailable, or the server is stopping.
+    pub const STORE: u16 = 1 << 5;
+
+    /// The bit of `status`, 0 for a status no [`super::ApiError`] has.
+    pub const fn bit(status: u16) -> u16 {
+        match status {
+            400 => BAD_REQUEST,
+            401 | 403 => AUTH,
+            404 => NOT_FOUND,
+            409 => CONFLICT,
+            413 | 415 => BODY,
+            500 | 503 => STORE,
+            _ => 0,
+        }
+    }
+}
+
+/// An [`ApiError`] of an operation that answers only the statuses in `S` (bits of
+/// [`status`]): its OpenAPI responses are those, with their schemas.
+#[derive(Debug)]
+pub struct Errors<const S: u16>(pub ApiError);
+
+impl<const S: u16> Errors<S> {
+    fn into_error(self) -> poem::Error {
+        let status = self.0.status().as_u16();
+        if S & status::bit(status) == 0 {
+            tracing::error!(status, error = %self.0.body().error, "an operation answered a status it does not declare");
+            debug_assert!(false, "undeclared status {status}: {:?}", self.0);
+        }
+        self.0.into()
+    }
+}
+
+impl<const S: u16> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses.retain(|r| r.status.is_some_and(|s| S & status::bit(s) != 0));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
+impl<const S: u16> IntoResponse for Errors<S> {
+    fn into_response(self) -> Response {
+        self.into_error().into_response()
+    }
+}
+
+impl<const S: u16> From<Errors<S>> for poem::Error {
+    fn from(e: Errors<S>) -> Self {
+        e.into_error()
+    }
+}
+
+macro_rules! errors_from {
+    ($($source:ty),*) => {$(
+        impl<const S: u16> From<$source> for Errors<S> {
+            fn from(e: $source) -> Self {
+                Errors(e.into())
+            }
+        }
+    )*};
+}
+
+errors_from!(ApiError, InvalidCallId, PacketError, PacketRejection, StoreError, GatewayError);
 
 impl From<InvalidCallId> for ApiError {
     fn from(e: InvalidCallId) -> Self {
@@ -179,7 +272,8 @@ impl From<GatewayError> for ApiError {
             }
             GatewayError::Store(e) => e.into(),
             GatewayError::NoAudio { .. } => ApiError::Conflict(ErrorBody::new("no_audio", e.to_string())),
-            GatewayError::Audio(_) => ApiError::PayloadTooLarge(ErrorBody::new("audio_too_long", e.to_string())),
+            // The request is fine; the call's audio is what a WAV cannot hold.
+            GatewayError::Audio(_) => ApiError::Conflict(ErrorBody::new("audio_too_long", e.to_string())),
             GatewayError::ShuttingDown => ApiError::unavailable("shutting_down", e.to_string()),
             _ if e.is_retryable() => ApiError::unavailable("unavailable", e.to_string()),
             _ => {

@@ -93,8 +93,8 @@ mod tests {
             let value = serde_json::from_str::<serde_json::Value>(document).expect("serde accepted it");
             let slow = PacketIn::parse_from_json(Some(value)).unwrap_or_else(|e| panic!("{document}: {e:?}"));
             assert_eq!(
-                (fast.sequence, &fast.data, fast.timestamp.to_bits()),
-                (slow.sequence, &slow.data, slow.timestamp.to_bits()),
+                (fast.sequence.0, &fast.data, fast.timestamp.0.to_bits()),
+                (slow.sequence.0, &slow.data, slow.timestamp.0.to_bits()),
                 "{document}"
             );
         }

@@ -7,10 +7,23 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 
+use super::constraints::{CallIdParam, Constrained, CursorRule, PageLimitRule, StateFilterRule};
 use super::types::{CallPageView, CallView, TransitionView};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
-use crate::error::ApiError;
+use crate::error::status::{AUTH, BAD_REQUEST, CONFLICT, NOT_FOUND, STORE};
+use crate::error::{ApiError, Errors};
+
+/// A hang-up: a bad id, the key, an unknown call, the store.
+const COMPLETE: u16 = BAD_REQUEST | AUTH | NOT_FOUND | STORE;
+/// A read of one call: the same.
+const READ: u16 = BAD_REQUEST | AUTH | NOT_FOUND | STORE;
+/// A recording: also 409 (no audio, or too much for a WAV).
+const RECORDING: u16 = READ | CONFLICT;
+/// A listing: bad parameters, the key, the store.
+const LIST: u16 = BAD_REQUEST | AUTH | STORE;
+/// A re-drive: also 409 (the call is not FAILED).
+const RETRY: u16 = READ | CONFLICT;
 
 /// The default page size of `GET /v1/calls`.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
@@ -32,10 +45,10 @@ impl CallsApi {
         &self,
         auth: Auth,
         /// The call.
-        call_id: Path<String>,
-    ) -> Result<Json<TransitionView>, ApiError> {
+        call_id: Path<CallIdParam>,
+    ) -> Result<Json<TransitionView>, Errors<COMPLETE>> {
         self.ctx.keys.authorize(&auth, Role::Ingest)?;
-        let call_id = CallId::new(call_id.0)?;
+        let call_id = CallId::new(call_id.0.0)?;
         let t = self.ctx.gateway.complete(&call_id).await?;
         Ok(Json(TransitionView::new(&call_id, t)))
     }
@@ -46,10 +59,10 @@ impl CallsApi {
         &self,
         auth: Auth,
         /// The call.
-        call_id: Path<String>,
-    ) -> Result<Json<CallView>, ApiError> {
+        call_id: Path<CallIdParam>,
+    ) -> Result<Json<CallView>, Errors<READ>> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
-        let call_id = CallId::new(call_id.0)?;
+        let call_id = CallId::new(call_id.0.0)?;
         let snapshot = self.ctx.gateway.call(&call_id).await?;
         Ok(Json(CallView::new(snapshot, self.ctx.gateway.config().default_media_format)))
     }
@@ -63,16 +76,18 @@ impl CallsApi {
     /// as long as the call's highest sequence says. Streamed from the store a page at a
     /// time, with its `Content-Length` known up front. A call with no packet has no
     /// audio: 409 `no_audio` (not an empty WAV, so that a player never shows a 0 s
-    /// recording as if it were one). Works in any state, also while the call streams.
+    /// recording as if it were one); nor does a call whose highest sequence makes a
+    /// file longer than 12 hours or than a WAV can hold: 409 `audio_too_long`. Works
+    /// in any state, also while the call streams.
     #[oai(path = "/v1/calls/:call_id/recording.wav", method = "get", operation_id = "get_recording")]
     async fn recording(
         &self,
         auth: Auth,
         /// The call.
-        call_id: Path<String>,
-    ) -> Result<RecordingResponse, ApiError> {
+        call_id: Path<CallIdParam>,
+    ) -> Result<RecordingResponse, Errors<RECORDING>> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
-        let call_id = CallId::new(call_id.0)?;
+        let call_id = CallId::new(call_id.0.0)?;
         let recording = self.ctx.gateway.recording(&call_id).await?;
         let length = recording.content_length();
         let disposition = format!("attachment; filename=\"{call_id}.wav\"");
@@ -96,23 +111,25 @@ impl CallsApi {
     async fn list(
         &self,
         auth: Auth,
-        /// Only calls in this state: IN_PROGRESS, COMPLETED, PROCESSING_AI, ARCHIVED or FAILED.
-        state: Query<Option<String>>,
+        /// Only calls in this state: IN_PROGRESS, COMPLETED, PROCESSING_AI, ARCHIVED or
+        /// FAILED; empty for every state.
+        state: Query<Option<Constrained<String, StateFilterRule>>>,
         /// Page size, 1 to 1000 (default 100).
-        limit: Query<Option<u32>>,
-        /// Only calls after this id: the previous page's `next_cursor`.
-        cursor: Query<Option<String>>,
-    ) -> Result<Json<CallPageView>, ApiError> {
+        limit: Query<Option<Constrained<u32, PageLimitRule>>>,
+        /// Only calls after this id: the previous page's `next_cursor`; empty for the
+        /// first page.
+        cursor: Query<Option<Constrained<String, CursorRule>>>,
+    ) -> Result<Json<CallPageView>, Errors<LIST>> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
-        let state = match state.0.filter(|s| !s.is_empty()) {
+        let state = match state.0.map(|s| s.0).filter(|s| !s.is_empty()) {
             Some(s) => Some(s.parse::<CallState>().map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))?),
             None => None,
         };
-        let after = match cursor.0.filter(|c| !c.is_empty()) {
+        let after = match cursor.0.map(|c| c.0).filter(|c| !c.is_empty()) {
             Some(c) => Some(CallId::new(c).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?),
             None => None,
         };
-        let limit = limit.0.unwrap_or(DEFAULT_LIST_LIMIT) as usize;
+        let limit = limit.0.map_or(DEFAULT_LIST_LIMIT, |l| l.0) as usize;
         let page = self.ctx.gateway.list(&ListQuery { state, limit, after }).await?;
         Ok(Json(page.into()))
     }
@@ -125,10 +142,10 @@ impl CallsApi {
         &self,
         auth: Auth,
         /// The call.
-        call_id: Path<String>,
-    ) -> Result<Json<TransitionView>, ApiError> {
+        call_id: Path<CallIdParam>,
+    ) -> Result<Json<TransitionView>, Errors<RETRY>> {
         self.ctx.keys.authorize(&auth, Role::Admin)?;
-        let call_id = CallId::new(call_id.0)?;
+        let call_id = CallId::new(call_id.0.0)?;
         let t = self.ctx.gateway.redrive(&call_id).await?;
         Ok(Json(TransitionView::new(&call_id, t)))
     }

@@ -11,10 +11,12 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::EventStream;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
+use super::constraints::CallIdParam;
 use super::types::EventView;
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
-use crate::error::ApiError;
+use crate::error::Errors;
+use crate::error::status::{AUTH, BAD_REQUEST};
 
 /// How often an idle feed sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -36,10 +38,10 @@ impl EventsApi {
         &self,
         auth: Auth,
         /// Only events of this call.
-        call_id: Query<Option<String>>,
-    ) -> Result<EventStream<BoxStream<'static, EventView>>, ApiError> {
+        call_id: Query<Option<CallIdParam>>,
+    ) -> Result<EventStream<BoxStream<'static, EventView>>, Errors<{ BAD_REQUEST | AUTH }>> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
-        let only = call_id.0.map(CallId::new).transpose()?;
+        let only = call_id.0.map(|id| CallId::new(id.0)).transpose()?;
         let stream = feed(self.ctx.gateway.subscribe(), only);
         Ok(EventStream::new(Box::pin(stream) as BoxStream<'static, EventView>).keep_alive(KEEP_ALIVE))
     }

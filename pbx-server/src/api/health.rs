@@ -5,7 +5,8 @@ use poem_openapi::payload::Json;
 
 use super::types::HealthView;
 use super::{ApiTags, Ctx};
-use crate::error::ApiError;
+use crate::error::Errors;
+use crate::error::status::STORE;
 
 /// Health probes (no key needed).
 #[derive(Debug, Clone)]
@@ -23,7 +24,7 @@ impl HealthApi {
 
     /// The store is reachable (503 with `Retry-After` when it is not).
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
-    async fn readyz(&self) -> Result<Json<HealthView>, ApiError> {
+    async fn readyz(&self) -> Result<Json<HealthView>, Errors<STORE>> {
         self.ctx.gateway.ready().await?;
         Ok(Json(HealthView { status: "ready".into() }))
     }

@@ -11,12 +11,15 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::auth::ApiKeys;
 use crate::error::{ApiError, json_error_response};
 
+mod allow;
 pub mod body;
 pub mod calls;
+pub mod constraints;
 pub mod events;
 pub mod health;
 pub mod packets;
 pub mod processor;
+mod spec;
 pub mod types;
 
 /// The default limit on a request body, in bytes (2 MiB).
@@ -91,18 +94,23 @@ fn service(ctx: &Ctx, public_url: Option<&str>) -> OpenApiService<impl poem_open
 pub type App = poem::endpoint::BoxEndpoint<'static, Response>;
 
 /// The whole HTTP app over `gateway`: the API, Swagger UI at `/docs`, the spec at
-/// `/openapi.json`, JSON errors for everything, and the body limit.
+/// `/openapi.json`, JSON errors for everything, `Allow` on every 405, and the body
+/// limit.
 pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
     let ctx = Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor };
     let api = service(&ctx, options.public_url.as_deref());
+    let document = spec::served_document(&api.spec());
+    let allow = allow::AllowTable::from_spec(&document);
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let spec =
+        poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
         .with(BodyLimit { limit: options.body_limit })
         .catch_all_error(json_error_response)
+        .with(allow::AllowOn405(Arc::new(allow)))
         .boxed()
 }
 

@@ -11,11 +11,17 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 
 use super::body::JsonBody;
+use super::constraints::CallIdParam;
 use super::types::{BatchAck, BatchItem, PacketAck, PacketIn};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
-use crate::error::ApiError;
+use crate::error::status::{AUTH, BAD_REQUEST, BODY, CONFLICT, STORE};
+use crate::error::{ApiError, ErrorBody, Errors};
 use crate::metrics;
+
+/// What an ingest can answer besides 200: a malformed packet or id, the key, a refused
+/// packet or format, the body, the store.
+const INGEST: u16 = BAD_REQUEST | AUTH | CONFLICT | BODY | STORE;
 
 /// Packet ingestion (role `ingest`).
 #[derive(Debug, Clone)]
@@ -63,10 +69,10 @@ impl PacketsApi {
         &self,
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
-        call_id: Path<String>,
+        call_id: Path<CallIdParam>,
         body: JsonBody<PacketIn>,
-    ) -> Result<Json<PacketAck>, ApiError> {
-        self.ingest_one(&auth, call_id.0, body.0).await
+    ) -> Result<Json<PacketAck>, Errors<INGEST>> {
+        Ok(self.ingest_one(&auth, call_id.0.0, body.0).await?)
     }
 
     /// Stream one packet (same contract as `POST /ingest/{call_id}`).
@@ -75,10 +81,10 @@ impl PacketsApi {
         &self,
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
-        call_id: Path<String>,
+        call_id: Path<CallIdParam>,
         body: JsonBody<PacketIn>,
-    ) -> Result<Json<PacketAck>, ApiError> {
-        self.ingest_one(&auth, call_id.0, body.0).await
+    ) -> Result<Json<PacketAck>, Errors<INGEST>> {
+        Ok(self.ingest_one(&auth, call_id.0.0, body.0).await?)
     }
 
     /// Stream many packets of one call in one request.
@@ -86,19 +92,21 @@ impl PacketsApi {
     /// The batch is stored in one append and answered per packet, in request order: a
     /// refused packet (`conflict`, `call_closed`) does not affect the others. A
     /// malformed packet refuses the whole batch (400, nothing stored), so does a batch
-    /// larger than the limit (413).
+    /// larger than the limit (413, `--max-batch`, 1000 by default) and one whose
+    /// packets declare two media formats (409 `format_conflict`: the first declaration
+    /// wins, as across requests).
     #[oai(path = "/v1/calls/:call_id/packets/batch", method = "post", operation_id = "add_packets")]
     async fn add_packets(
         &self,
         auth: Auth,
         /// The call: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
-        call_id: Path<String>,
+        call_id: Path<CallIdParam>,
         body: JsonBody<Vec<PacketIn>>,
-    ) -> Result<Json<BatchAck>, ApiError> {
+    ) -> Result<Json<BatchAck>, Errors<INGEST>> {
         let started = Instant::now();
         self.ctx.keys.authorize(&auth, Role::Ingest)?;
         let count = body.0.len() as u64;
-        let result = self.store_batch(call_id.0, body.0).await;
+        let result = self.store_batch(call_id.0.0, body.0).await;
         match &result {
             Ok(ack) => metrics::record_ingest("batch", &ack.1, started),
             Err(_) => metrics::record_refused("batch", count),
@@ -128,10 +136,10 @@ impl PacketsApi {
                 if let Some(declared) = p.media_format().map_err(invalid_format)? {
                     match format {
                         Some(earlier) if earlier != declared => {
-                            return Err(ApiError::bad_request(
-                                "invalid_media_format",
+                            return Err(ApiError::Conflict(ErrorBody::new(
+                                "format_conflict",
                                 format!("packet {i} declares {declared}, an earlier one {earlier}"),
-                            ));
+                            )));
                         }
                         _ => format = Some(declared),
                     }

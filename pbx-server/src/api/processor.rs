@@ -6,7 +6,8 @@ use poem_openapi::payload::Json;
 use super::types::ProcessorView;
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::status::{AUTH, NOT_FOUND};
+use crate::error::{ApiError, ErrorBody, Errors};
 
 /// The AI processor of this server (role `supervisor`).
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ impl ProcessorApi {
     /// the most AI requests it ever had in flight at once (never more than its
     /// concurrency). 404 when the server runs without a processor.
     #[oai(path = "/v1/processor", method = "get", operation_id = "processor_status")]
-    async fn status(&self, auth: Auth) -> Result<Json<ProcessorView>, ApiError> {
+    async fn status(&self, auth: Auth) -> Result<Json<ProcessorView>, Errors<{ AUTH | NOT_FOUND }>> {
         self.ctx.keys.authorize(&auth, Role::Supervisor)?;
         let processor = self.ctx.processor.as_ref().ok_or_else(|| {
             ApiError::NotFound(ErrorBody::new("no_processor", "this server runs no AI processor (--no-processor)"))

@@ -11,61 +11,65 @@ use pbx_core::store::{Appended, CallPage, CallSnapshot, CallSummary, PacketOutco
 use pbx_core::{CallState, Packet, PacketError, Payload};
 use poem_openapi::{Enum, Object};
 
+use super::constraints::{ChannelRule, Constrained, MediaFormatRule, SequenceRule, TimestampRule};
 use crate::error::rejection;
 
 /// One audio packet, exactly as the seed sends it.
-///
-/// It derives serde's `Deserialize` too, for [`super::body::JsonBody`]: the two must
-/// accept the same documents.
+// It derives serde's `Deserialize` too, for `super::body::JsonBody`: the two must
+// accept the same documents. (A comment, not a doc line: doc lines are the schema's
+// description.) The constraints of its fields are described by `Constrained`, not
+// enforced by poem-openapi: pbx-core enforces them on either path.
 #[derive(Debug, Clone, Object, serde::Deserialize)]
 #[oai(example)]
 pub struct PacketIn {
     /// The packet's sequence number within its call and channel: 1 to
     /// 9223372036854775807.
-    pub sequence: i64,
+    pub sequence: Constrained<i64, SequenceRule>,
     /// The audio frame, standard base64 of its bytes in the call's media format (at
     /// most the configured size once decoded). A string that is not base64 (the
     /// seed's `audio_chunk_1`) is accepted too and kept as text: it reads back exactly
     /// as sent, and plays as silence (counted as an undecodable frame).
     pub data: StrictString,
     /// The sender's timestamp in seconds: finite and not negative.
-    pub timestamp: f64,
-    /// The channel (track) the frame belongs to: 0 (the default) or 1. Each channel
-    /// has its own sequence space and ordering counters (Twilio's inbound and outbound
-    /// tracks, say).
+    pub timestamp: Constrained<f64, TimestampRule>,
+    /// The channel (track) the frame belongs to: 0 or 1; absent or `null` is 0. Each
+    /// channel has its own sequence space and ordering counters (Twilio's inbound and
+    /// outbound tracks, say).
     #[serde(default)]
-    pub channel: Option<i64>,
+    #[oai(nullable)]
+    pub channel: Option<Constrained<i64, ChannelRule>>,
     /// Declares the call's media format, `ENCODING/RATE/CHANNELS` (`mulaw/8000/1`,
     /// `alaw/8000/1`, `l16/16000/2`; rates 8000, 12000, 16000, 24000, 32000, 44100,
-    /// 48000). Usually sent with the first packet only; the first declaration wins
-    /// and another one later is a 409. Without one the server's `--media-format` holds.
+    /// 48000; the rate defaults to 8000 and the channels to 1). Usually sent with the
+    /// first packet only; the first declaration wins and another one later is a 409.
+    /// Without one (or with `null`) the server's `--media-format` holds.
     #[serde(default)]
-    #[oai(validator(max_length = 32))]
-    pub media_format: Option<String>,
+    #[oai(nullable, validator(max_length = 32))]
+    pub media_format: Option<Constrained<String, MediaFormatRule>>,
 }
 
 impl PacketIn {
     /// The core packet, validated.
     pub(crate) fn packet(&self) -> Result<Packet, PacketError> {
-        let packet = Packet::new(self.sequence, Payload::from_base64_or_text(&self.data.0), self.timestamp)?;
-        match self.channel {
-            Some(channel) => packet.on_channel(channel),
+        let packet = Packet::new(self.sequence.0, Payload::from_base64_or_text(&self.data.0), self.timestamp.0)?;
+        match &self.channel {
+            Some(channel) => packet.on_channel(channel.0),
             None => Ok(packet),
         }
     }
 
     /// The declared media format, if any.
     pub(crate) fn media_format(&self) -> Result<Option<MediaFormat>, MediaFormatError> {
-        self.media_format.as_deref().map(str::parse).transpose()
+        self.media_format.as_ref().map(|f| f.0.parse()).transpose()
     }
 }
 
 impl poem_openapi::types::Example for PacketIn {
     fn example() -> Self {
         Self {
-            sequence: 1,
+            sequence: Constrained::new(1),
             data: StrictString("audio_chunk_1".into()),
-            timestamp: 123.45,
+            timestamp: Constrained::new(123.45),
             channel: None,
             media_format: None,
         }
@@ -383,14 +387,19 @@ pub struct CallView {
     /// Failed AI attempts counted against the retry policy.
     pub failures: u32,
     /// When the next AI attempt is due.
+    #[oai(nullable)]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The worker holding the call, while one does.
+    #[oai(nullable)]
     pub lease: Option<LeaseView>,
     /// The last AI error.
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// The transcript, once ARCHIVED.
+    #[oai(nullable)]
     pub transcript: Option<String>,
     /// The sentiment, once ARCHIVED.
+    #[oai(nullable)]
     pub sentiment: Option<SentimentView>,
     /// The transcript's timed segments, once ARCHIVED (empty where the provider gives
     /// none).
@@ -398,6 +407,7 @@ pub struct CallView {
     /// Per-channel sentiment of a 2-channel call, once ARCHIVED.
     pub channel_sentiment: Vec<ChannelSentimentView>,
     /// What assembling the audio for the AI found, once ARCHIVED.
+    #[oai(nullable)]
     pub audio: Option<AudioStatsView>,
     /// When the first packet arrived.
     pub created_at: DateTime<Utc>,
@@ -406,8 +416,10 @@ pub struct CallView {
     /// When the last packet was stored.
     pub last_packet_at: DateTime<Utc>,
     /// When the call hung up.
+    #[oai(nullable)]
     pub completed_at: Option<DateTime<Utc>>,
     /// When it reached ARCHIVED or FAILED.
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -420,7 +432,8 @@ pub struct SegmentView {
     pub end: f64,
     /// What was said.
     pub text: String,
-    /// The channel it was said on (2-channel calls).
+    /// The channel it was said on (2-channel calls; `null` for one channel).
+    #[oai(nullable)]
     pub channel: Option<u8>,
 }
 
@@ -556,7 +569,8 @@ impl From<CallSummary> for CallSummaryView {
 pub struct CallPageView {
     /// The calls.
     pub calls: Vec<CallSummaryView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 

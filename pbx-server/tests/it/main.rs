@@ -11,6 +11,7 @@ mod helpers;
 mod malformed;
 mod media;
 mod metrics;
+mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod shutdown;

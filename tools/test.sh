@@ -66,3 +66,13 @@ export PBX_AUDIOHOOK_TESTS=1
 # --- The tests ---------------------------------------------------------------------
 log "cargo test --workspace"
 cargo test --workspace "$@"
+
+# --- The OpenAPI document against the running server ------------------------------
+# schemathesis (--checks all, stateful phase) on the memory store and on a fresh
+# PostgreSQL database, and a client generated from /openapi.json completing the seed's
+# flow. Its venv is target/api-check-venv. It runs the pbx-server binary that
+# `cargo test` just built: `cargo build -p pbx-server` would resolve other features
+# and recompile much of the tree.
+log "OpenAPI conformance (tools/api-check/run.sh)"
+target_dir="$(cargo metadata -q --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+PBX_SERVER_BIN="$target_dir/debug/pbx-server" tools/api-check/run.sh

@@ -946,25 +946,7 @@ impl Conn {
         let (streams, call_id, id) = (self.streams.clone(), call.call_id.clone(), self.id);
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "AudioHook stream dropped without close; the call completes after the idle timeout unless it reconnects");
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let newest = {
-                let mut live = streams.inner.live.lock().expect("live streams lock");
-                let newest = live.get(&call_id) == Some(&id);
-                if newest {
-                    live.remove(&call_id);
-                }
-                newest
-            };
-            if newest {
-                match streams.inner.gateway.complete(&call_id).await {
-                    Ok(_) => tracing::info!(call_id = %call_id, "AudioHook stream idle: call completed"),
-                    Err(e) => {
-                        tracing::warn!(call_id = %call_id, error = %e, "AudioHook stream idle: cannot complete the call")
-                    }
-                }
-            }
-        });
+        super::driver::complete_after_idle(streams, call_id, id);
     }
 }
 

@@ -181,26 +181,31 @@ impl StreamDriver {
         let (streams, call_id, id) = (self.streams.clone(), open.call_id.clone(), self.id);
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "media stream dropped without its end; the call completes after the idle timeout unless it reconnects");
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let newest = {
-                let mut live = streams.inner.live.lock().expect("live streams lock");
-                let newest = live.get(&call_id) == Some(&id);
-                if newest {
-                    live.remove(&call_id);
-                }
-                newest
-            };
-            if newest {
-                match streams.inner.gateway.complete(&call_id).await {
-                    Ok(_) => tracing::info!(call_id = %call_id, "media stream idle: call completed"),
-                    Err(e) => {
-                        tracing::warn!(call_id = %call_id, error = %e, "media stream idle: cannot complete the call")
-                    }
-                }
-            }
-        });
+        complete_after_idle(streams, call_id, id);
     }
+}
+
+/// Completes a dropped stream's call after the idle timeout, unless a newer stream of
+/// the same call registered meanwhile (a reconnect). Every protocol's streams use it.
+pub(super) fn complete_after_idle(streams: Streams, call_id: CallId, id: u64) {
+    let timeout = streams.inner.config.stream_idle_timeout;
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let newest = {
+            let mut live = streams.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            let newest = live.get(&call_id) == Some(&id);
+            if newest {
+                live.remove(&call_id);
+            }
+            newest
+        };
+        if newest {
+            match streams.inner.gateway.complete(&call_id).await {
+                Ok(_) => tracing::info!(call_id = %call_id, "media stream idle: call completed"),
+                Err(e) => tracing::warn!(call_id = %call_id, error = %e, "media stream idle: cannot complete the call"),
+            }
+        }
+    });
 }
 
 impl Drop for StreamDriver {

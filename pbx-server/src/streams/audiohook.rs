@@ -835,7 +835,7 @@ impl Conn {
             tracing::warn!(stream = self.id, call_id = %call_id, error = %e, "AudioHook stream refused: the call cannot be opened");
             return Err(format!("call {call_id} cannot be opened: {e}"));
         }
-        inner.live.lock().expect("live streams lock").insert(call_id.clone(), self.id);
+        inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(call_id.clone(), self.id);
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
         let storer =
@@ -904,18 +904,7 @@ impl Conn {
         self.drain().await;
         let Some(call) = &self.call else { return };
         self.hung_up = true;
-        {
-            let mut live = self.streams.inner.live.lock().expect("live streams lock");
-            if live.get(&call.call_id) == Some(&self.id) {
-                live.remove(&call.call_id);
-            }
-        }
-        match self.streams.inner.gateway.complete(&call.call_id).await {
-            Ok(_) => {
-                tracing::info!(stream = self.id, call_id = %call.call_id, "AudioHook session closed; call completed")
-            }
-            Err(e) => tracing::warn!(stream = self.id, call_id = %call.call_id, error = %e, "cannot complete the call"),
-        }
+        super::driver::complete_now(&self.streams, &call.call_id, self.id).await;
     }
 
     fn protocol_error(&self, error: &ProtocolError) {

@@ -100,7 +100,7 @@ impl StreamDriver {
             tracing::warn!(stream = self.id, call_id = %call_id, error = %e, "media stream refused: the call cannot be opened");
             return Err(Refused(format!("call {call_id} cannot be opened: {e}")));
         }
-        inner.live.lock().expect("live streams lock").insert(call_id.clone(), self.id);
+        inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(call_id.clone(), self.id);
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
         let storer = tokio::spawn(store_loop(self.streams.clone(), self.protocol, call_id.clone(), rx, max_batch));
@@ -142,16 +142,7 @@ impl StreamDriver {
         self.drain().await;
         let Some(open) = &self.open else { return };
         self.hung_up = true;
-        {
-            let mut live = self.streams.inner.live.lock().expect("live streams lock");
-            if live.get(&open.call_id) == Some(&self.id) {
-                live.remove(&open.call_id);
-            }
-        }
-        match self.streams.inner.gateway.complete(&open.call_id).await {
-            Ok(_) => tracing::info!(stream = self.id, call_id = %open.call_id, "media stream ended; call completed"),
-            Err(e) => tracing::warn!(stream = self.id, call_id = %open.call_id, error = %e, "cannot complete the call"),
-        }
+        complete_now(&self.streams, &open.call_id, self.id).await;
     }
 
     /// Logs and counts a protocol error; the transport closes the stream.
@@ -182,6 +173,21 @@ impl StreamDriver {
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "media stream dropped without its end; the call completes after the idle timeout unless it reconnects");
         complete_after_idle(streams, call_id, id);
+    }
+}
+
+/// Completes an ended stream's call at once, and forgets the stream (if it is still
+/// the call's newest). Every protocol's streams use it.
+pub(super) async fn complete_now(streams: &Streams, call_id: &CallId, id: u64) {
+    {
+        let mut live = streams.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(call_id) == Some(&id) {
+            live.remove(call_id);
+        }
+    }
+    match streams.inner.gateway.complete(call_id).await {
+        Ok(_) => tracing::info!(stream = id, call_id = %call_id, "media stream ended; call completed"),
+        Err(e) => tracing::warn!(stream = id, call_id = %call_id, error = %e, "cannot complete the call"),
     }
 }
 

@@ -43,8 +43,10 @@ pub use state::CallState;
 /// The names most consumers need, in one import.
 pub mod prelude {
     pub use crate::ai::{AiClient, AiError, AiResult, Sentiment, SentimentLabel, SimulatedAi, SimulatedAiConfig};
-    pub use crate::events::Event;
-    pub use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
+    pub use crate::events::{EventBody, EventType, StoredEvent};
+    pub use crate::gateway::{
+        Feed, FeedItem, Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig,
+    };
     pub use crate::id::{CallId, WorkerId};
     pub use crate::media::{Encoding, MediaFormat};
     pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};

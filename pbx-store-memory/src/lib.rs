@@ -34,6 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pbx_core::ai::AiResult;
+use pbx_core::events::{EventBody, EventId, EventPage, anomaly_event_due};
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::MediaFormat;
 use pbx_core::ordering::{OrderingCounters, OrderingReport, missing_ranges};
@@ -44,9 +45,17 @@ use pbx_core::store::{
     MAX_LIST_LIMIT, Opened, PacketOutcome, PacketRejection, StoreError,
 };
 
+mod events;
+
+pub use events::DEFAULT_EVENT_CAPACITY;
+
 /// The in-memory [`CallStore`]. See the crate docs.
 #[derive(Debug, Default)]
 pub struct MemoryCallStore {
+    /// The event log: a ring of the newest [`DEFAULT_EVENT_CAPACITY`] events (or as
+    /// set by [`MemoryCallStore::with_event_capacity`]). Pushed to under the lock of the
+    /// call an event is about (lock order: a call, then this).
+    events: events::EventLog,
     calls: RwLock<HashMap<CallId, Arc<Mutex<Call>>>>,
     /// Every call with pending AI work, by when it falls due ([`Call::due_at`]): claims
     /// and `next_due_at` read it instead of scanning every call. Updated under the call's
@@ -62,6 +71,8 @@ struct Call {
     media_format: Option<MediaFormat>,
     /// Per channel, index = channel; at least channel 0.
     counters: Vec<OrderingCounters>,
+    /// Per channel, when its last ordering-anomaly event was written.
+    anomaly_event_at: Vec<Option<DateTime<Utc>>>,
     packets: BTreeMap<(u8, u64), StoredPacket>,
     attempts: u32,
     failures: u32,
@@ -93,6 +104,7 @@ impl Call {
             state: CallState::InProgress,
             media_format: None,
             counters: vec![OrderingCounters::default()],
+            anomaly_event_at: vec![None],
             packets: BTreeMap::new(),
             attempts: 0,
             failures: 0,
@@ -212,6 +224,18 @@ impl MemoryCallStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose event log keeps the newest `capacity` events (at least 1).
+    pub fn with_event_capacity(capacity: usize) -> Self {
+        Self { events: events::EventLog::with_capacity(capacity), ..Self::default() }
+    }
+
+    /// Writes the state change of an applied transition.
+    fn push_transition(&self, call: &Call, t: &Transition, now: DateTime<Utc>) {
+        if t.applied && t.from != t.to {
+            self.events.push(&call.id, now, [EventBody::StateChanged { from: t.from, to: t.to }]);
+        }
     }
 
     /// Calls held.
@@ -335,14 +359,36 @@ impl CallStore for MemoryCallStore {
         }
         let mut outcomes: Vec<Option<PacketOutcome>> = vec![None; batch.len()];
         for (call_id, positions) in by_call {
-            self.with_call_or_create(call_id, now, |call, mut created| {
+            self.with_call_or_create(call_id, now, |call, created| {
+                let mut first = created;
+                let mut anomalous: Vec<u8> = Vec::new();
                 for i in positions {
                     let mut outcome = call.append(&batch[i], now);
                     if let Ok(appended) = &mut outcome {
-                        appended.created_call = std::mem::take(&mut created);
+                        appended.created_call = std::mem::take(&mut first);
+                        let channel = batch[i].packet.channel();
+                        if appended.order.is_anomaly() && !anomalous.contains(&channel) {
+                            anomalous.push(channel);
+                        }
                     }
                     outcomes[i] = Some(outcome);
                 }
+                let mut bodies = Vec::new();
+                if created {
+                    bodies.push(EventBody::CallCreated {});
+                }
+                anomalous.sort_unstable();
+                for channel in anomalous {
+                    let c = usize::from(channel);
+                    if call.anomaly_event_at.len() <= c {
+                        call.anomaly_event_at.resize(c + 1, None);
+                    }
+                    if anomaly_event_due(call.anomaly_event_at[c], now) {
+                        call.anomaly_event_at[c] = Some(now);
+                        bodies.push(EventBody::anomaly(channel, call.counters[c]));
+                    }
+                }
+                self.events.push(&call.id, now, bodies);
             });
         }
         outcomes
@@ -354,7 +400,9 @@ impl CallStore for MemoryCallStore {
     async fn complete(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let call = self.call(call_id)?;
         let mut call = lock(&call);
-        self.write(&mut call, |call| call.hang_up(now))
+        let t = self.write(&mut call, |call| call.hang_up(now))?;
+        self.push_transition(&call, &t, now);
+        Ok(t)
     }
 
     async fn get(&self, call_id: &CallId, max_missing_ranges: usize) -> Result<CallSnapshot, StoreError> {
@@ -399,17 +447,22 @@ impl CallStore for MemoryCallStore {
     }
 
     async fn open(&self, call_id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError> {
-        self.with_call_or_create(call_id, now, |call, created| match call.media_format {
-            Some(declared) if declared != format => {
-                Err(StoreError::FormatConflict { call_id: call_id.clone(), declared, requested: format })
+        self.with_call_or_create(call_id, now, |call, created| {
+            if created {
+                self.events.push(&call.id, now, [EventBody::CallCreated {}]);
             }
-            Some(_) => Ok(Opened { created, state: call.state }),
-            None => {
-                call.media_format = Some(format);
-                if !created {
-                    call.updated_at = now;
+            match call.media_format {
+                Some(declared) if declared != format => {
+                    Err(StoreError::FormatConflict { call_id: call_id.clone(), declared, requested: format })
                 }
-                Ok(Opened { created, state: call.state })
+                Some(_) => Ok(Opened { created, state: call.state }),
+                None => {
+                    call.media_format = Some(format);
+                    if !created {
+                        call.updated_at = now;
+                    }
+                    Ok(Opened { created, state: call.state })
+                }
             }
         })
     }
@@ -469,14 +522,21 @@ impl CallStore for MemoryCallStore {
                     call.attempts = call.attempts.saturating_add(1);
                     call.lease = Some(Lease { owner: worker.clone(), expires_at });
                     call.updated_at = now;
-                    Ok(Claim {
-                        call_id: call.id.clone(),
-                        attempt: call.attempts,
-                        failures: call.failures,
-                        lease_expires_at: expires_at,
-                        rescued,
-                    })
+                    Ok((
+                        t,
+                        Claim {
+                            call_id: call.id.clone(),
+                            attempt: call.attempts,
+                            failures: call.failures,
+                            lease_expires_at: expires_at,
+                            rescued,
+                        },
+                    ))
                 })?;
+                let (t, claim) = claim;
+                let started = EventBody::AttemptStarted { attempt: claim.attempt, rescued: claim.rescued };
+                self.events.push(&call.id, now, [started]);
+                self.push_transition(&call, &t, now);
                 claims.push(claim);
             }
         }
@@ -513,6 +573,9 @@ impl CallStore for MemoryCallStore {
             call.next_attempt_at = None;
             call.finished_at = Some(now);
             call.updated_at = now;
+            let done = [EventBody::AttemptSucceeded { attempt: attempt.attempt }, EventBody::transcript(result)];
+            self.events.push(&call.id, now, done);
+            self.push_transition(call, &t, now);
             Ok(())
         })
     }
@@ -534,6 +597,13 @@ impl CallStore for MemoryCallStore {
                 call.finished_at = Some(now);
             }
             call.updated_at = now;
+            let failed = EventBody::AttemptFailed {
+                attempt: attempt.attempt,
+                error: failure.error.clone(),
+                retry_at: failure.retry_at,
+            };
+            self.events.push(&call.id, now, [failed]);
+            self.push_transition(call, &t, now);
             Ok(call.state)
         })
     }
@@ -572,11 +642,12 @@ impl CallStore for MemoryCallStore {
             }
             let mut call = lock(&call);
             // A packet may have arrived since the scan.
-            if call.state == CallState::InProgress
-                && call.last_packet_at < idle_since
-                && self.write(&mut call, |call| call.hang_up(now))?.applied
-            {
-                done.push(id);
+            if call.state == CallState::InProgress && call.last_packet_at < idle_since {
+                let t = self.write(&mut call, |call| call.hang_up(now))?;
+                self.push_transition(&call, &t, now);
+                if t.applied {
+                    done.push(id);
+                }
             }
         }
         Ok(done)
@@ -593,6 +664,8 @@ impl CallStore for MemoryCallStore {
             call.lease = None;
             call.finished_at = None;
             call.updated_at = now;
+            self.events.push(&call.id, now, [EventBody::Redriven {}]);
+            self.push_transition(call, &t, now);
             Ok(t)
         })
     }
@@ -615,6 +688,25 @@ impl CallStore for MemoryCallStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn events(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
+        self.events.page(after, limit)
+    }
+
+    async fn record_event(&self, call_id: &CallId, event: &EventBody, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let call = self.call(call_id)?;
+        let call = lock(&call);
+        self.events.push(&call.id, now, [event.clone()]);
+        Ok(())
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        Ok(self.events.prune(before, limit))
+    }
+
+    fn event_signal(&self) -> Option<tokio::sync::watch::Receiver<EventId>> {
+        Some(self.events.signal())
     }
 
     /// No: an append is a per-call lock and a map insert, cheaper than the group

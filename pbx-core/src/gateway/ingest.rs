@@ -9,14 +9,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{GatewayConfig, GatewayError, Shared};
-use crate::events::Event;
 use crate::id::CallId;
 use crate::packet::NewPacket;
-use crate::state::CallState;
 use crate::store::{PacketOutcome, StoreError};
 
 type Reply = oneshot::Sender<Result<PacketOutcome, StoreError>>;
@@ -94,7 +91,6 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(NewPacket, Reply)>,
         let result = result.and_then(|outcomes| check_len(&packets, &outcomes).map(|()| outcomes));
         match result {
             Ok(outcomes) => {
-                publish(&shared, &packets, &outcomes, now);
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -138,31 +134,5 @@ pub(super) fn check_len(packets: &[NewPacket], outcomes: &[PacketOutcome]) -> Re
         Ok(())
     } else {
         Err(StoreError::backend(format!("store answered {} outcomes for {} packets", outcomes.len(), packets.len())))
-    }
-}
-
-/// Publishes call creations and ordering anomalies of an appended batch.
-pub(super) fn publish(shared: &Shared, packets: &[NewPacket], outcomes: &[PacketOutcome], at: DateTime<Utc>) {
-    if shared.events.receiver_count() == 0 {
-        return;
-    }
-    for (p, outcome) in packets.iter().zip(outcomes) {
-        let Ok(appended) = outcome else { continue };
-        if appended.created_call {
-            shared.publish(|| Event::StateChanged {
-                call_id: p.call_id.clone(),
-                from: None,
-                to: CallState::InProgress,
-                at,
-            });
-        }
-        if appended.order.is_anomaly() {
-            shared.publish(|| Event::OrderingAnomaly {
-                call_id: p.call_id.clone(),
-                sequence: p.packet.sequence(),
-                order: appended.order,
-                at,
-            });
-        }
     }
 }

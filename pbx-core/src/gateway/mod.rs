@@ -4,23 +4,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
-use crate::events::Event;
+use crate::events::EventId;
 use crate::id::CallId;
 use crate::media::{AssembleError, MediaFormat, PcmAudio};
 use crate::ordering::DEFAULT_MAX_MISSING_RANGES;
 use crate::packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
-use crate::state::{CallState, Transition};
+use crate::state::Transition;
 use crate::store::{
     Appended, CallPage, CallSnapshot, CallStore, ListQuery, Opened, PacketOutcome, PacketRejection, StoreError,
 };
 
+mod feed;
 mod ingest;
 mod processor;
 mod recording;
 
+pub use feed::{Feed, FeedItem, ResyncReason};
 pub use recording::Recording;
 
 pub use processor::{Processor, ProcessorConfig, ProcessorHandle, ProcessorStatus};
@@ -64,7 +66,8 @@ pub struct GatewayConfig {
     pub max_request_batch: usize,
     /// Most missing ranges listed in a snapshot. Default 100.
     pub max_missing_ranges: usize,
-    /// Events buffered per subscriber before a slow one starts missing some. Default 4096.
+    /// Events the live feed's broadcast ring holds (shared by every [`Feed`]); a feed
+    /// further behind than this reads from the store's log instead. Default 4096.
     pub event_capacity: usize,
     /// The media format of calls that never declared one ([`Gateway::open`]): what
     /// the deployment's PBX sends. Default `mulaw/8000/1`.
@@ -161,18 +164,9 @@ impl GatewayError {
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn CallStore>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) hub: feed::Hub,
     /// Signalled when this process makes AI work due (hang-up, re-drive).
     pub(crate) work: Notify,
-}
-
-impl Shared {
-    pub(crate) fn publish(&self, event: impl FnOnce() -> Event) {
-        if self.events.receiver_count() > 0 {
-            // A send fails only when every receiver is gone; nobody to tell.
-            let _ = self.events.send(event());
-        }
-    }
 }
 
 impl std::fmt::Debug for dyn CallStore {
@@ -212,8 +206,8 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InvalidGatewayConfig> {
         config.validate()?;
-        let (events, _) = broadcast::channel(config.event_capacity);
-        let shared = Arc::new(Shared { store, clock, events, work: Notify::new() });
+        let hub = feed::Hub::new(config.event_capacity);
+        let shared = Arc::new(Shared { store, clock, hub, work: Notify::new() });
         let coalesce = match config.group_commit {
             GroupCommit::Auto => shared.store.prefers_group_commit(),
             GroupCommit::On => true,
@@ -243,14 +237,25 @@ impl Gateway {
         &self.shared
     }
 
-    /// Live subscribers of the event channel.
+    /// Live [`Feed`]s of this gateway.
     pub fn subscriber_count(&self) -> usize {
-        self.shared.events.receiver_count()
+        self.shared.hub.subscribers()
     }
 
-    /// Subscribes to every event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+    /// Follows the store's event log ([`crate::events`]): with `since`, every event
+    /// after that id, then live; without, live from now. Call inside a Tokio runtime
+    /// (the first feed starts the gateway's tailer). A store without an event log
+    /// ([`CallStore::event_signal`] is `None`) gives a feed that replays what
+    /// [`CallStore::events`] has and then waits for ever.
+    ///
+    /// Live from now means after the newest event when this returns, which reads the
+    /// log's end from the store (hence async, and the store's errors).
+    pub async fn feed(&self, since: Option<EventId>) -> Result<Feed, GatewayError> {
+        let since = match since {
+            Some(since) => since,
+            None => self.shared.store.events(0, 1).await?.latest,
+        };
+        Ok(Feed::new(&self.shared, since))
     }
 
     /// Stores one packet (the call is created by its first packet) and answers once it
@@ -290,7 +295,6 @@ impl Gateway {
         let now = self.shared.clock.now();
         let outcomes = self.shared.store.append(packets, now).await?;
         ingest::check_len(packets, &outcomes)?;
-        ingest::publish(&self.shared, packets, &outcomes, now);
         Ok(outcomes)
     }
 
@@ -298,16 +302,7 @@ impl Gateway {
     /// IN_PROGRESS if it does not exist yet.
     pub async fn open(&self, call_id: &CallId, format: MediaFormat) -> Result<Opened, GatewayError> {
         let now = self.shared.clock.now();
-        let opened = self.shared.store.open(call_id, format, now).await?;
-        if opened.created {
-            self.shared.publish(|| Event::StateChanged {
-                call_id: call_id.clone(),
-                from: None,
-                to: CallState::InProgress,
-                at: now,
-            });
-        }
-        Ok(opened)
+        Ok(self.shared.store.open(call_id, format, now).await?)
     }
 
     /// The media format a call's packets are read with: the one it declared, else the
@@ -342,7 +337,7 @@ impl Gateway {
         let now = self.shared.clock.now();
         let t = self.shared.store.complete(call_id, now).await?;
         if t.applied {
-            self.state_changed(call_id, t, now);
+            self.shared.work.notify_one();
         }
         Ok(t)
     }
@@ -352,9 +347,8 @@ impl Gateway {
         let now = self.shared.clock.now();
         let idle_since = now - chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX);
         let ids = self.shared.store.complete_idle(idle_since, limit, now).await?;
-        for id in &ids {
-            let t = Transition { from: CallState::InProgress, to: CallState::Completed, applied: true };
-            self.state_changed(id, t, now);
+        if !ids.is_empty() {
+            self.shared.work.notify_one();
         }
         Ok(ids)
     }
@@ -364,7 +358,7 @@ impl Gateway {
     pub async fn redrive(&self, call_id: &CallId) -> Result<Transition, GatewayError> {
         let now = self.shared.clock.now();
         let t = self.shared.store.redrive(call_id, now).await?;
-        self.state_changed(call_id, t, now);
+        self.shared.work.notify_one();
         Ok(t)
     }
 
@@ -388,10 +382,16 @@ impl Gateway {
         Ok(self.shared.store.ping().await?)
     }
 
-    fn state_changed(&self, call_id: &CallId, t: Transition, at: chrono::DateTime<chrono::Utc>) {
-        if t.to == CallState::Completed {
-            self.shared.work.notify_one();
-        }
-        self.shared.publish(|| Event::StateChanged { call_id: call_id.clone(), from: Some(t.from), to: t.to, at });
+    /// Writes an event about an existing call to the store's log (media streams
+    /// starting and ending, say).
+    pub async fn record_event(&self, call_id: &CallId, event: &crate::events::EventBody) -> Result<(), GatewayError> {
+        let now = self.shared.clock.now();
+        Ok(self.shared.store.record_event(call_id, event, now).await?)
+    }
+
+    /// Drops the log's events older than `older_than` (at most `limit`); how many.
+    pub async fn prune_events(&self, older_than: Duration, limit: usize) -> Result<u64, GatewayError> {
+        let before = self.shared.clock.now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        Ok(self.shared.store.prune_events(before, limit).await?)
     }
 }

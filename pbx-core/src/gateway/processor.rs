@@ -32,11 +32,10 @@ use tokio::task::JoinSet;
 
 use super::{Gateway, GatewayError, Shared};
 use crate::ai::{AiClient, AiError, AiResult, Transcript, TranscriptionRequest};
-use crate::events::Event;
 use crate::id::WorkerId;
 use crate::media::AudioStats;
 use crate::retry::{InvalidRetryPolicy, RetryPolicy};
-use crate::state::{CallState, Transition};
+use crate::state::CallState;
 use crate::store::{AttemptFailure, AttemptRef, Claim, StoreError};
 
 /// Most idle calls hung up per store call.
@@ -350,7 +349,7 @@ impl Processor {
             };
             let this = self.clone();
             attempts.spawn(async move {
-                this.attempt(claim, now).await;
+                this.attempt(claim).await;
                 drop(slot);
             });
         }
@@ -358,18 +357,10 @@ impl Processor {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(call_id = %claim.call_id, attempt = claim.attempt))]
-    async fn attempt(&self, claim: Claim, claimed_at: DateTime<Utc>) {
+    async fn attempt(&self, claim: Claim) {
         let inner = &self.inner;
         let gateway = &inner.gateway;
         let shared = gateway.shared();
-        let from = if claim.rescued || claim.failures > 0 { CallState::ProcessingAi } else { CallState::Completed };
-        if from != CallState::ProcessingAi {
-            gateway.state_changed(
-                &claim.call_id,
-                Transition { from, to: CallState::ProcessingAi, applied: true },
-                claimed_at,
-            );
-        }
         if claim.rescued {
             tracing::info!("rescued a call whose lease expired");
         }
@@ -509,12 +500,10 @@ impl Processor {
         let shared = gateway.shared();
         let recorded = self.with_store_retries(|now| shared.store.record_success(attempt, result, now)).await;
         match recorded {
-            Ok((now, ())) => {
+            Ok((_, ())) => {
                 tracing::info!(sentiment = result.sentiment.label.as_str(), "call archived");
                 metrics::counter!(crate::metrics::AI_ATTEMPTS, "provider" => self.inner.provider.clone(), "outcome" => "archived")
                     .increment(1);
-                let t = Transition { from: CallState::ProcessingAi, to: CallState::Archived, applied: true };
-                gateway.state_changed(&attempt.call_id, t, now);
             }
             Err(error) => tracing::warn!(%error, "could not record the result; the call will run again"),
         }
@@ -538,7 +527,7 @@ impl Processor {
             })
             .await;
         match recorded {
-            Ok((now, (state, failure))) => {
+            Ok((_, (state, failure))) => {
                 tracing::info!(%error, failures, ?state, retry_at = ?failure.retry_at, "AI attempt failed");
                 let outcome = if state == CallState::Failed { "failed" } else { "retry" };
                 metrics::counter!(crate::metrics::AI_ATTEMPTS, "provider" => self.inner.provider.clone(), "outcome" => outcome)
@@ -548,17 +537,7 @@ impl Processor {
                 } else if failure.retry_at.is_some() {
                     metrics::counter!(crate::metrics::RETRIES_SCHEDULED).increment(1);
                 }
-                shared.publish(|| Event::AttemptFailed {
-                    call_id: attempt.call_id.clone(),
-                    attempt: attempt.attempt,
-                    error: message.clone(),
-                    retry_at: failure.retry_at,
-                    at: now,
-                });
-                if state == CallState::Failed {
-                    let t = Transition { from: CallState::ProcessingAi, to: CallState::Failed, applied: true };
-                    gateway.state_changed(&attempt.call_id, t, now);
-                } else if failure.retry_at.is_some() {
+                if state != CallState::Failed && failure.retry_at.is_some() {
                     // Wake this process's loop so it schedules the retry's due time.
                     shared.work.notify_one();
                 }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ai::AiResult;
+use crate::events::{EventBody, EventId, EventPage};
 use crate::id::{CallId, WorkerId};
 use crate::media::MediaFormat;
 use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder};
@@ -494,6 +495,47 @@ pub trait CallStore: Send + Sync + 'static {
                 None => return Ok(counts.into_values().collect()),
             }
         }
+    }
+
+    /// One page of the event log ([`crate::events`]): the events after `after`,
+    /// ascending by id, at most `limit` (1 ..= [`MAX_EVENT_PAGE`]). Every store writes
+    /// its events with the change they describe (in its transaction, or under its
+    /// lock): a creation writes `call_created`; [`append`](CallStore::append) an
+    /// `ordering_anomaly` per channel with anomalies, throttled by
+    /// [`anomaly_event_due`](crate::events::anomaly_event_due); every state change a
+    /// `state_changed`; [`claim`](CallStore::claim) an `attempt_started`;
+    /// [`record_success`](CallStore::record_success) `attempt_succeeded` then
+    /// `transcript_ready` (then the state change); [`record_failure`](CallStore::record_failure)
+    /// `attempt_failed`; [`redrive`](CallStore::redrive) `redriven`. Within one
+    /// operation, events come in that order. Ids only grow, and a reader never sees id
+    /// `n` before every kept id below `n` is readable.
+    ///
+    /// The default keeps no log: an empty page.
+    async fn events(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
+        let _ = (after, limit);
+        Ok(EventPage { events: Vec::new(), first: 1, latest: 0 })
+    }
+
+    /// Writes one event about a call that exists (stream starts and ends, from
+    /// whatever drives the stream). An unknown call is [`StoreError::NotFound`]. The
+    /// default keeps nothing.
+    async fn record_event(&self, call_id: &CallId, event: &EventBody, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let _ = (call_id, event, now);
+        Ok(())
+    }
+
+    /// Drops up to `limit` of the oldest events written before `before`; returns how
+    /// many. The default keeps nothing, so drops nothing.
+    async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let _ = (before, limit);
+        Ok(0)
+    }
+
+    /// A signal of new events: its value is the newest id readable (or any value: a
+    /// change is what matters). `None` for a store without an event log; the gateway's
+    /// feed then has nothing to follow.
+    fn event_signal(&self) -> Option<tokio::sync::watch::Receiver<EventId>> {
+        None
     }
 
     /// The store's connection pool, for stores that have one.

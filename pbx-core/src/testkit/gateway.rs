@@ -21,7 +21,8 @@ use chrono::{DateTime, Utc};
 use super::ai::{ScriptedAi, Step};
 use super::clock::ManualClock;
 use crate::ai::{AiClient, AiError, SimulatedAi};
-use crate::events::Event;
+use crate::events::{EventBody, EventFilter, EventId, EventType, StoredEvent};
+use crate::gateway::{Feed, FeedItem, ResyncReason};
 use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
 use crate::id::{CallId, WorkerId};
 use crate::ordering::{PacketOrder, SeqRange};
@@ -39,6 +40,9 @@ macro_rules! gateway_conformance {
             group_commit_answers_every_caller,
             several_writers_keep_each_calls_order,
             ingest_publishes_events,
+            feed_replays_then_goes_live_without_gap_or_duplicate,
+            feed_resumes_from_the_log_after_lagging,
+            feed_resyncs_past_retention_and_on_unknown_cursors,
             batch_limits_refuse_everything,
             processor_archives_a_completed_call,
             processor_retries_with_backoff_then_succeeds,
@@ -144,8 +148,16 @@ fn expected_transcript(n: i64) -> String {
     SimulatedAi::expected_transcript(data.iter().map(String::as_str))
 }
 
-/// Waits until every call in `calls` has reached ARCHIVED or FAILED, by events.
-async fn until_terminal(events: &mut tokio::sync::broadcast::Receiver<Event>, gateway: &Gateway, calls: &[CallId]) {
+/// The next event of a feed (lagging and resyncs are not expected here).
+async fn next_event(feed: &mut Feed) -> Arc<StoredEvent> {
+    match within("the next event", feed.next()).await.expect("feed") {
+        FeedItem::Event(event) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Waits until every call in `calls` has reached ARCHIVED or FAILED, by the feed.
+async fn until_terminal(feed: &mut Feed, gateway: &Gateway, calls: &[CallId]) {
     let mut pending: std::collections::HashSet<CallId> = calls.iter().cloned().collect();
     // Calls that finished before we looked.
     for call in calls {
@@ -155,19 +167,10 @@ async fn until_terminal(events: &mut tokio::sync::broadcast::Receiver<Event>, ga
     }
     within("calls to finish", async {
         while !pending.is_empty() {
-            match events.recv().await {
-                Ok(Event::StateChanged { call_id, to, .. }) if to.is_terminal() => {
-                    pending.remove(&call_id);
+            if let FeedItem::Event(event) = feed.next().await.expect("feed") {
+                if event.body.new_state().is_some_and(|s| s.is_terminal()) {
+                    pending.remove(&event.call_id);
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    for call in calls {
-                        if snapshot(gateway, call).await.state.is_terminal() {
-                            pending.remove(call);
-                        }
-                    }
-                }
-                Err(e) => panic!("event channel closed: {e}"),
             }
         }
     })
@@ -257,11 +260,11 @@ async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output
     outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
 
-/// Ingest publishes the call's creation and its ordering anomalies, and refuses what
-/// the store refuses with the store's reason.
+/// Ingest writes the call's creation and its ordering anomalies to the log a feed
+/// follows, and refuses what the store refuses with the store's reason.
 pub async fn ingest_publishes_events(store: Arc<dyn CallStore>) {
     let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
-    let mut events = gateway.subscribe();
+    let mut feed = gateway.feed(Some(0)).await.expect("feed");
     let call = id("events-1");
     gateway.ingest(call.clone(), packet(1)).await.expect("stored");
     let gap = gateway.ingest(call.clone(), packet(4)).await.expect("stored");
@@ -280,28 +283,135 @@ pub async fn ingest_publishes_events(store: Arc<dyn CallStore>) {
     }
 
     let mut seen = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        seen.push(event);
+    while seen.len() < 3 {
+        seen.push(next_event(&mut feed).await.body.clone());
     }
-    let created = seen.iter().any(
-        |e| matches!(e, Event::StateChanged { from: None, to: CallState::InProgress, call_id, .. } if *call_id == call),
+    assert_eq!(seen[0], EventBody::CallCreated {});
+    assert!(
+        matches!(seen[1], EventBody::OrderingAnomaly { channel: 0, missing: 2, .. }),
+        "the gap, aggregated with the duplicate that followed within the interval: {seen:?}"
     );
-    assert!(created, "creation published: {seen:?}");
-    let anomalies: Vec<(u64, PacketOrder)> = seen
-        .iter()
-        .filter_map(|e| match e {
-            Event::OrderingAnomaly { sequence, order, .. } => Some((*sequence, *order)),
-            _ => None,
+    assert_eq!(seen[2], EventBody::StateChanged { from: CallState::InProgress, to: CallState::Completed });
+}
+
+/// Events written before the feed and while it replays come once each, in id order,
+/// then live ones follow with no gap or duplicate at the seam; filters keep only what
+/// they match while the cursor moves over the rest.
+pub async fn feed_replays_then_goes_live_without_gap_or_duplicate(store: Arc<dyn CallStore>) {
+    let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
+    // 600 calls created before anyone follows: more than one replay page.
+    for i in 0..600 {
+        gateway.ingest(id(&format!("feed-{i:03}")), packet(1)).await.expect("stored");
+    }
+    let mut feed = gateway.feed(Some(100)).await.expect("feed");
+    let mut live = gateway.feed(None).await.expect("feed");
+    let writer = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            for i in 600..900 {
+                gateway.ingest(id(&format!("feed-{i:03}")), packet(1)).await.expect("stored");
+            }
         })
-        .collect();
-    assert_eq!(
-        anomalies,
-        vec![(4, PacketOrder::Gap { missing: SeqRange { first: 2, last: 3 } }), (4, PacketOrder::Duplicate)]
-    );
-    let completed = seen
-        .iter()
-        .any(|e| matches!(e, Event::StateChanged { from: Some(CallState::InProgress), to: CallState::Completed, .. }));
-    assert!(completed, "hang-up published: {seen:?}");
+    };
+    let mut ids = Vec::new();
+    while ids.len() < 800 {
+        ids.push(next_event(&mut feed).await.id);
+    }
+    writer.await.expect("writer");
+    assert_eq!(ids, (101..=900).collect::<Vec<EventId>>(), "every event once, in order");
+    assert_eq!(feed.cursor(), 900);
+
+    // The live feed began at the live edge: what it yields continues without a gap.
+    assert_eq!(next_event(&mut live).await.id, 601, "live from the subscription on");
+    let mut expect = 602;
+    while expect <= 900 {
+        assert_eq!(next_event(&mut live).await.id, expect);
+        expect += 1;
+    }
+
+    let filter = EventFilter { types: vec![EventType::StateChanged], ..EventFilter::default() };
+    let call = id("feed-200");
+    gateway.complete(&call).await.expect("hang-up");
+    let mut filtered = gateway.feed(Some(0)).await.expect("feed");
+    let event = within("the hang-up", async {
+        loop {
+            if let FeedItem::Event(e) = filtered.next().await.expect("feed")
+                && filter.matches(&e)
+            {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert_eq!((event.id, &event.call_id), (901, &call));
+}
+
+/// A feed that never reads while thousands of events are written falls behind the
+/// broadcast ring, says so once with `lagged`, and then reads the gap from the log:
+/// nothing missed, nothing twice. Memory stays the ring's, not the backlog's.
+pub async fn feed_resumes_from_the_log_after_lagging(store: Arc<dyn CallStore>) {
+    let config = GatewayConfig { event_capacity: 16, ..GatewayConfig::default() };
+    let gateway = Gateway::new(store, config).expect("valid config");
+    let mut slow = gateway.feed(None).await.expect("feed");
+    let mut fast = gateway.feed(None).await.expect("feed");
+    let calls: Vec<CallId> = (0..2_000).map(|i| id(&format!("lag-{i:04}"))).collect();
+    gateway.ingest(calls[0].clone(), packet(1)).await.expect("stored");
+    assert_eq!(next_event(&mut slow).await.id, 1);
+    assert_eq!(next_event(&mut fast).await.id, 1);
+    let batch: Vec<NewPacket> = calls[1..].iter().map(|c| NewPacket::new(c.clone(), packet(1))).collect();
+    for chunk in batch.chunks(500) {
+        gateway.ingest_batch(chunk.to_vec()).await.expect("stored");
+    }
+    // The fast one keeps up (it may lag too on a busy machine; either way, no gap).
+    let mut lagged = 0;
+    let mut ids = vec![1];
+    while ids.len() < 2_000 {
+        match within("the slow feed", slow.next()).await.expect("feed") {
+            FeedItem::Event(e) => ids.push(e.id),
+            FeedItem::Lagged { id, missed } => {
+                lagged += 1;
+                assert!(missed > 0);
+                assert_eq!(id, *ids.last().expect("ids"), "lagged names the last id delivered");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(lagged >= 1, "2,000 events through a ring of 16 lag a feed that never read");
+    assert_eq!(ids, (1..=2_000).collect::<Vec<EventId>>());
+    let mut fast_ids = vec![1];
+    while fast_ids.len() < 2_000 {
+        if let FeedItem::Event(e) = within("the fast feed", fast.next()).await.expect("feed") {
+            fast_ids.push(e.id);
+        }
+    }
+    assert_eq!(fast_ids, ids);
+}
+
+/// A cursor whose events retention dropped, or one the log never reached, gets one
+/// `resync` naming the id the feed continues from, then the events after it.
+pub async fn feed_resyncs_past_retention_and_on_unknown_cursors(store: Arc<dyn CallStore>) {
+    let clock = Arc::new(ManualClock::new(start()));
+    let gateway = Gateway::with_clock(store, GatewayConfig::default(), clock.clone()).expect("valid config");
+    for i in 0..5 {
+        gateway.ingest(id(&format!("resync-{i}")), packet(1)).await.expect("stored");
+    }
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(gateway.prune_events(Duration::from_secs(60), 3).await.expect("prune"), 3);
+    let mut feed = gateway.feed(Some(1)).await.expect("feed");
+    match within("resync", feed.next()).await.expect("feed") {
+        FeedItem::Resync { id, reason } => assert_eq!((id, reason), (5, ResyncReason::Pruned)),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    let mut kept = gateway.feed(Some(3)).await.expect("feed");
+    assert_eq!(next_event(&mut kept).await.id, 4, "a cursor just before the oldest kept continues");
+    let mut ahead = gateway.feed(Some(99)).await.expect("feed");
+    match within("resync", ahead.next()).await.expect("feed") {
+        FeedItem::Resync { id, reason } => assert_eq!((id, reason), (5, ResyncReason::Unknown)),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    gateway.ingest(id("resync-after"), packet(1)).await.expect("stored");
+    assert_eq!(next_event(&mut feed).await.id, 6, "live after the resync");
+    assert_eq!(next_event(&mut ahead).await.id, 6);
 }
 
 /// A batch over the request limit, or holding one packet over the size limit, is
@@ -525,7 +635,7 @@ pub async fn processor_wakes_on_hang_up(store: Arc<dyn CallStore>) {
     let ai = Arc::new(ScriptedAi::new());
     let config = ProcessorConfig { poll_interval: Duration::from_secs(3600), ..config("w1") };
     let handle = processor(&gateway, ai.clone(), config).spawn();
-    let mut events = gateway.subscribe();
+    let mut events = gateway.feed(None).await.expect("feed");
     let call = id("wake-1");
     completed_call(&gateway, &call, 3).await;
     until_terminal(&mut events, &gateway, std::slice::from_ref(&call)).await;
@@ -543,7 +653,7 @@ pub async fn processor_never_exceeds_its_concurrency(store: Arc<dyn CallStore>) 
     ai.set_default(Step::Gate);
     let p = processor(&gateway, ai.clone(), ProcessorConfig { concurrency: 4, ..config("w1") });
     let handle = p.clone().spawn();
-    let mut events = gateway.subscribe();
+    let mut events = gateway.feed(None).await.expect("feed");
     let calls: Vec<CallId> = (0..12).map(|i| id(&format!("conc-{i:02}"))).collect();
     for call in &calls {
         completed_call(&gateway, call, 2).await;

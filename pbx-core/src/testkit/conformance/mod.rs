@@ -22,9 +22,10 @@ use crate::id::{CallId, WorkerId};
 use crate::media::AudioStats;
 use crate::packet::{NewPacket, Packet, Payload};
 use crate::state::CallState;
-use crate::store::{AttemptFailure, CallSnapshot, CallStore, Claim, PacketOutcome};
+use crate::store::{AttemptFailure, CallSnapshot, CallStore, Claim, PacketOutcome, StoreError};
 
 mod concurrency;
+mod events;
 mod lifecycle;
 mod listing;
 mod model;
@@ -32,6 +33,7 @@ mod packets;
 mod work;
 
 pub use concurrency::*;
+pub use events::*;
 pub use lifecycle::*;
 pub use listing::*;
 pub use model::*;
@@ -84,6 +86,11 @@ macro_rules! call_store_conformance {
             two_workers_claiming_at_once_one_wins,
             many_claimers_take_each_call_once,
             model_random_operation_sequences,
+            every_change_writes_its_events_in_order,
+            declarations_idle_hang_ups_and_rescues_write_events,
+            ordering_anomalies_are_aggregated_per_channel,
+            event_pages_records_and_pruning,
+            event_signal_changes_on_writes,
         );
     };
     (@cases #[$meta:meta] $args:tt $make:tt; $($case:ident),* $(,)?) => {

@@ -131,14 +131,35 @@ impl ApiKeys {
 }
 
 impl ApiKeys {
+    /// The role of the request's key: [`Role::Admin`] when the API is open, 401 without
+    /// a known key.
+    pub fn role(&self, auth: &Auth) -> Result<Role, ApiError> {
+        if self.is_open() {
+            return Ok(Role::Admin);
+        }
+        let Auth::Bearer(BearerKey(bearer)) = auth else {
+            return Err(ApiError::unauthorized("a valid API key is required: Authorization: Bearer <key>"));
+        };
+        self.keys.get(&bearer.token).copied().ok_or_else(|| ApiError::unauthorized("unknown API key"))
+    }
+
+    /// The secrets, for deriving the event tickets' signing key.
+    pub(crate) fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// The credentials of a raw `Authorization` header.
+    pub(crate) fn from_header(header: Option<&str>) -> Auth {
+        match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) {
+            Some(token) => Auth::Bearer(BearerKey(Bearer { token: token.trim().to_owned() })),
+            None => Auth::Anonymous,
+        }
+    }
+
     /// [`ApiKeys::authorize`] for a route outside the OpenAPI document, from its raw
     /// `Authorization` header.
     pub(crate) fn authorize_header(&self, header: Option<&str>, needed: Role) -> Result<(), ApiError> {
-        let auth = match header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))) {
-            Some(token) => Auth::Bearer(BearerKey(Bearer { token: token.trim().to_owned() })),
-            None => Auth::Anonymous,
-        };
-        self.authorize(&auth, needed)
+        self.authorize(&Self::from_header(header), needed)
     }
 }
 

@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pbx_core::ai::AiClient;
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
@@ -32,6 +33,7 @@ pub mod error;
 pub mod metrics;
 pub mod settings;
 pub mod streams;
+pub mod ticket;
 
 pub use api::{App, AppOptions, build_app};
 pub use settings::{LogFormat, Settings};
@@ -110,6 +112,8 @@ pub struct Server {
     processor: Option<ProcessorHandle>,
     app: App,
     settings: Settings,
+    /// Tells the event feeds the server is closing.
+    closing: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Server {
@@ -152,7 +156,12 @@ impl Server {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| io(std::io::Error::other("the listener has no socket address")))?;
-        let options = AppOptions { processor: processor.clone(), ..settings.app_options() };
+        let (closing, closing_rx) = watch::channel(false);
+        let options = AppOptions {
+            processor: processor.clone(),
+            closing: api::Closing::new(closing_rx),
+            ..settings.app_options()
+        };
         let guarded =
             metrics::MetricsEndpoint::new(gateway.clone(), processor.clone(), Some(Arc::new(options.keys.clone())));
         let streams = streams::Streams::new(gateway.clone(), settings.stream_config());
@@ -193,7 +202,7 @@ impl Server {
             }
         };
         let processor = processor.map(Processor::spawn);
-        Ok(Self { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings })
+        Ok(Self { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings, closing })
     }
 
     /// The address the server listens on (the real port when bound to port 0).
@@ -220,13 +229,15 @@ impl Server {
     /// lets in-flight requests and AI attempts finish within the grace period, and
     /// releases the leases of attempts still running after it.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { acceptor, local_addr, streams, audiosocket, metrics, processor, app, settings, .. } = self;
+        let Server { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings, closing } =
+            self;
         let grace = settings.shutdown_grace;
         let (stop, stopped) = watch::channel(false);
         let mut http_stopped = stopped.clone();
         let mut processor_stopped = stopped.clone();
         let mut metrics_stopped = stopped.clone();
         let mut audiosocket_stopped = stopped.clone();
+        let mut pruner_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
         tracing::info!(addr = %local_addr, "listening on http://{local_addr} (docs at /docs)");
@@ -236,6 +247,8 @@ impl Server {
                 _ = signal_or_failure.wait_for(|s| *s) => {}
             }
             stop.send_replace(true);
+            // Feeds close now with a reason, rather than when the grace period cuts them.
+            closing.send_replace(true);
         };
         let serve = async {
             let served = poem::Server::new_with_acceptor(acceptor)
@@ -272,17 +285,55 @@ impl Server {
             })
             .await;
         };
+        let retention = settings.event_retention;
+        let prune_events = async move {
+            if retention.is_zero() {
+                return;
+            }
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = pruner_stopped.wait_for(|s| *s) => return,
+                }
+                prune(&gateway, retention).await;
+            }
+        };
         let stop_processor = async move {
             let _ = processor_stopped.wait_for(|s| *s).await;
             if let Some(processor) = processor {
                 processor.shutdown(grace).await;
             }
         };
-        let ((), served, metrics_served, (), ()) =
-            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor);
+        let ((), served, metrics_served, (), (), ()) =
+            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor, prune_events);
         tracing::info!("stopped");
         served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
         metrics_served
+    }
+}
+
+/// Drops the events older than `retention`, in batches that never hold the log long.
+async fn prune(gateway: &Gateway, retention: Duration) {
+    const BATCH: usize = 5_000;
+    let mut dropped = 0;
+    loop {
+        match gateway.prune_events(retention, BATCH).await {
+            Ok(n) => {
+                dropped += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pruning the event log failed; trying again in a minute");
+                break;
+            }
+        }
+    }
+    if dropped > 0 {
+        tracing::info!(dropped, ?retention, "pruned old events");
+        ::metrics::counter!("pbx_events_pruned_total").increment(dropped);
     }
 }
 

@@ -171,6 +171,12 @@ pub struct Settings {
     #[arg(long, env = "PBX_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
 
+    /// How long the event log keeps events (what `since` can replay); older ones are
+    /// pruned every minute, and a feed asking for them gets `resync`. 0 keeps them
+    /// (the memory store keeps its newest 100,000 whatever this says).
+    #[arg(long, env = "PBX_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub event_retention: Duration,
+
     /// Frames a media stream may queue ahead of its store writes; beyond it, frames are
     /// dropped and counted (they show as gaps).
     #[arg(long, env = "PBX_STREAM_BUFFER_FRAMES", default_value_t = 500)]
@@ -376,7 +382,7 @@ impl Settings {
 
     /// The HTTP app's options.
     pub fn app_options(&self) -> AppOptions {
-        AppOptions { keys: self.keys(), body_limit: self.body_limit, public_url: None, processor: None }
+        AppOptions { keys: self.keys(), body_limit: self.body_limit, ..AppOptions::default() }
     }
 
     /// The media streams' settings.

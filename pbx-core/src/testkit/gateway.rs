@@ -167,10 +167,10 @@ async fn until_terminal(feed: &mut Feed, gateway: &Gateway, calls: &[CallId]) {
     }
     within("calls to finish", async {
         while !pending.is_empty() {
-            if let FeedItem::Event(event) = feed.next().await.expect("feed") {
-                if event.body.new_state().is_some_and(|s| s.is_terminal()) {
-                    pending.remove(&event.call_id);
-                }
+            if let FeedItem::Event(event) = feed.next().await.expect("feed")
+                && event.body.new_state().is_some_and(|s| s.is_terminal())
+            {
+                pending.remove(&event.call_id);
             }
         }
     })

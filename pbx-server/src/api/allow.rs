@@ -40,6 +40,12 @@ impl AllowTable {
         Self { routes }
     }
 
+    /// Adds a route the document does not describe (a WebSocket), with its `Allow`.
+    pub(crate) fn with(mut self, template: &str, allow: &'static str) -> Self {
+        self.routes.push((segments(template), HeaderValue::from_static(allow)));
+        self
+    }
+
     /// The `Allow` of the operation path `path` matches, as the router would pick it:
     /// a literal segment wins over a parameter.
     pub(crate) fn allow(&self, path: &str) -> Option<&HeaderValue> {

@@ -10,17 +10,20 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::auth::ApiKeys;
 use crate::error::{ApiError, json_error_response};
+use crate::ticket::Tickets;
 
 mod allow;
 pub mod body;
 pub mod calls;
 pub mod constraints;
 pub mod events;
+pub mod feed;
 pub mod health;
 pub mod packets;
 pub mod processor;
 mod spec;
 pub mod types;
+pub mod ws;
 
 /// The default limit on a request body, in bytes (2 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -32,6 +35,43 @@ pub(crate) struct Ctx {
     pub(crate) keys: Arc<ApiKeys>,
     /// The AI processor running in this process, if any.
     pub(crate) processor: Option<Processor>,
+    /// Tickets for the event feeds.
+    pub(crate) tickets: Arc<Tickets>,
+    /// Fires when the server starts shutting down (long-lived feeds close).
+    pub(crate) closing: Closing,
+}
+
+/// A signal that the server is shutting down, for what stays open (event feeds).
+#[derive(Debug, Clone)]
+pub struct Closing {
+    rx: tokio::sync::watch::Receiver<bool>,
+    /// Keeps a never-firing signal's sender alive.
+    _never: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+}
+
+impl Closing {
+    /// A signal that fires when `rx` turns `true`.
+    pub fn new(rx: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { rx, _never: None }
+    }
+
+    /// A signal that never fires.
+    pub fn never() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        Self { rx, _never: Some(Arc::new(tx)) }
+    }
+
+    /// Resolves once shutting down (never when the sender is gone without firing).
+    pub async fn wait(&mut self) {
+        if self.rx.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// `true` once shutting down.
+    pub fn is_closing(&self) -> bool {
+        *self.rx.borrow()
+    }
 }
 
 /// Groups of operations in the docs.
@@ -60,11 +100,19 @@ pub struct AppOptions {
     pub public_url: Option<String>,
     /// The AI processor whose status `GET /v1/processor` shows (`None`: none runs here).
     pub processor: Option<Processor>,
+    /// Fires on shutdown: the event feeds close with a reason (default: never).
+    pub closing: Closing,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { keys: ApiKeys::open(), body_limit: DEFAULT_BODY_LIMIT, public_url: None, processor: None }
+        Self {
+            keys: ApiKeys::open(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            public_url: None,
+            processor: None,
+            closing: Closing::never(),
+        }
     }
 }
 
@@ -97,16 +145,19 @@ pub type App = poem::endpoint::BoxEndpoint<'static, Response>;
 /// `/openapi.json`, JSON errors for everything, `Allow` on every 405, and the body
 /// limit.
 pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
-    let ctx = Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor };
+    let tickets = Arc::new(Tickets::new(options.keys.secrets()));
+    let ctx =
+        Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor, tickets, closing: options.closing };
     let api = service(&ctx, options.public_url.as_deref());
     let document = spec::served_document(&api.spec());
-    let allow = allow::AllowTable::from_spec(&document);
+    let allow = allow::AllowTable::from_spec(&document).with("/v1/events/ws", "GET, HEAD");
     let docs = api.swagger_ui();
     let spec =
         poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/v1/events/ws", poem::get(ws::events_ws).data(ctx.clone()))
         .nest("/", api)
         .with(BodyLimit { limit: options.body_limit })
         .catch_all_error(json_error_response)

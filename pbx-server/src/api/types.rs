@@ -2,7 +2,6 @@
 //! Core types are never the API schema.
 
 use chrono::{DateTime, Utc};
-use pbx_core::events::Event;
 use pbx_core::gateway::ProcessorStatus;
 use pbx_core::media::{AudioStats, MediaFormat, MediaFormatError};
 use pbx_core::ordering::{OrderingReport, PacketOrder, SeqRange};
@@ -279,6 +278,18 @@ pub enum StateView {
     Archived,
     /// AI work failed for good; an admin may re-drive it.
     Failed,
+}
+
+impl From<StateView> for CallState {
+    fn from(s: StateView) -> Self {
+        match s {
+            StateView::InProgress => CallState::InProgress,
+            StateView::Completed => CallState::Completed,
+            StateView::ProcessingAi => CallState::ProcessingAi,
+            StateView::Archived => CallState::Archived,
+            StateView::Failed => CallState::Failed,
+        }
+    }
 }
 
 impl From<CallState> for StateView {
@@ -615,100 +626,4 @@ impl From<ProcessorStatus> for ProcessorView {
 pub struct HealthView {
     /// `ok` or `ready`.
     pub status: String,
-}
-
-/// The kind of a live event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A call changed state.
-    StateChanged,
-    /// A packet arrived out of order, after a gap, or twice.
-    OrderingAnomaly,
-    /// An AI attempt failed.
-    AttemptFailed,
-    /// This subscriber fell behind and missed `missed` events.
-    Lagged,
-}
-
-/// A live event (Server-Sent Events, one JSON object per `data:` line).
-#[derive(Debug, Clone, PartialEq, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct EventView {
-    /// What happened.
-    #[oai(rename = "type")]
-    pub kind: EventKind,
-    /// The call.
-    pub call_id: Option<String>,
-    /// When.
-    pub at: Option<DateTime<Utc>>,
-    /// The state before (`state_changed`; absent when the call was created).
-    pub from: Option<StateView>,
-    /// The state after (`state_changed`).
-    pub to: Option<StateView>,
-    /// The packet (`ordering_anomaly`).
-    pub sequence: Option<u64>,
-    /// The verdict (`ordering_anomaly`).
-    pub order: Option<OrderView>,
-    /// The attempt (`attempt_failed`).
-    pub attempt: Option<u32>,
-    /// The error (`attempt_failed`).
-    pub error: Option<String>,
-    /// When the next attempt is due; absent when the call gave up (`attempt_failed`).
-    pub retry_at: Option<DateTime<Utc>>,
-    /// Events this subscriber missed (`lagged`).
-    pub missed: Option<u64>,
-}
-
-impl EventView {
-    fn empty(kind: EventKind) -> Self {
-        Self {
-            kind,
-            call_id: None,
-            at: None,
-            from: None,
-            to: None,
-            sequence: None,
-            order: None,
-            attempt: None,
-            error: None,
-            retry_at: None,
-            missed: None,
-        }
-    }
-
-    /// The event telling a subscriber it missed `missed` events.
-    pub fn lagged(missed: u64) -> Self {
-        Self { missed: Some(missed), ..Self::empty(EventKind::Lagged) }
-    }
-
-    /// The view of a core event; `None` for kinds this API does not know yet.
-    pub fn from_event(e: &Event) -> Option<Self> {
-        let view = match e {
-            Event::StateChanged { call_id, from, to, at } => Self {
-                call_id: Some(call_id.to_string()),
-                at: Some(*at),
-                from: from.map(Into::into),
-                to: Some((*to).into()),
-                ..Self::empty(EventKind::StateChanged)
-            },
-            Event::OrderingAnomaly { call_id, sequence, order, at } => Self {
-                call_id: Some(call_id.to_string()),
-                at: Some(*at),
-                sequence: Some(*sequence),
-                order: Some(order_view(*order).0),
-                ..Self::empty(EventKind::OrderingAnomaly)
-            },
-            Event::AttemptFailed { call_id, attempt, error, retry_at, at } => Self {
-                call_id: Some(call_id.to_string()),
-                at: Some(*at),
-                attempt: Some(*attempt),
-                error: Some(error.clone()),
-                retry_at: *retry_at,
-                ..Self::empty(EventKind::AttemptFailed)
-            },
-            _ => return None,
-        };
-        Some(view)
-    }
 }

@@ -794,6 +794,8 @@ struct Conn {
     call: Option<OpenCall>,
     dropped: u64,
     hung_up: bool,
+    /// The AudioHook session id, for the stream events.
+    stream_id: String,
 }
 
 impl Conn {
@@ -803,7 +805,7 @@ impl Conn {
         StreamStats::add(&c.streams_open, 1);
         StreamStats::add(&c.streams_total, 1);
         tracing::debug!(stream = id, protocol = "audiohook", peer = %peer, "media stream connected");
-        Self { streams, id, peer, call: None, dropped: 0, hung_up: false }
+        Self { streams, id, peer, call: None, dropped: 0, hung_up: false, stream_id: String::new() }
     }
 
     fn call_id(&self) -> Option<&CallId> {
@@ -840,6 +842,12 @@ impl Conn {
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
         let storer =
             tokio::spawn(super::driver::store_loop(self.streams.clone(), "audiohook", call_id.clone(), rx, max_batch));
+        let started = pbx_core::events::EventBody::StreamStarted {
+            protocol: "audiohook".to_owned(),
+            stream_id: m.session_id.to_string(),
+        };
+        super::driver::record(&self.streams, &call_id, &started).await;
+        self.stream_id = m.session_id.to_string();
         self.call = Some(OpenCall { call_id, tx: Some(tx), storer: Some(storer) });
         Ok(())
     }
@@ -928,10 +936,16 @@ impl Conn {
         } else {
             tracing::debug!(stream = self.id, call_id = ?self.call_id(), frames, "AudioHook stream closed");
         }
+        let Some(call) = &self.call else { return };
+        let ended = pbx_core::events::EventBody::StreamEnded {
+            protocol: "audiohook".to_owned(),
+            stream_id: self.stream_id.clone(),
+            reason: if self.hung_up { "end" } else { "disconnected" }.to_owned(),
+        };
+        super::driver::record(&self.streams, &call.call_id, &ended).await;
         if self.hung_up {
             return;
         }
-        let Some(call) = &self.call else { return };
         let (streams, call_id, id) = (self.streams.clone(), call.call_id.clone(), self.id);
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "AudioHook stream dropped without close; the call completes after the idle timeout unless it reconnects");

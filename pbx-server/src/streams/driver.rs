@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use pbx_core::events::EventBody;
+
 use super::{StreamStats, Streams};
 
 /// What the transport does next.
@@ -28,6 +30,8 @@ pub(crate) struct Refused(pub(crate) String);
 
 struct Open {
     call_id: CallId,
+    /// The protocol's id of the stream, for the stream events.
+    stream_id: String,
     tx: Option<mpsc::Sender<Packet>>,
     storer: Option<JoinHandle<()>>,
 }
@@ -74,7 +78,8 @@ impl StreamDriver {
                         custom_parameters = ?metadata.custom_parameters,
                         "media stream started"
                     );
-                    self.open(call_id, format).await?;
+                    let stream_id = metadata.stream_id.clone().unwrap_or_else(|| format!("pbx-{}", self.id));
+                    self.open(call_id, format, stream_id).await?;
                 }
                 Action::Store(packets) => self.enqueue(packets),
                 Action::Dtmf { digit, offset_ms } => {
@@ -94,7 +99,7 @@ impl StreamDriver {
         Ok(flow)
     }
 
-    async fn open(&mut self, call_id: CallId, format: MediaFormat) -> Result<(), Refused> {
+    async fn open(&mut self, call_id: CallId, format: MediaFormat, stream_id: String) -> Result<(), Refused> {
         let inner = &self.streams.inner;
         if let Err(e) = inner.gateway.open(&call_id, format).await {
             tracing::warn!(stream = self.id, call_id = %call_id, error = %e, "media stream refused: the call cannot be opened");
@@ -104,7 +109,9 @@ impl StreamDriver {
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
         let storer = tokio::spawn(store_loop(self.streams.clone(), self.protocol, call_id.clone(), rx, max_batch));
-        self.open = Some(Open { call_id, tx: Some(tx), storer: Some(storer) });
+        let started = EventBody::StreamStarted { protocol: self.protocol.to_owned(), stream_id: stream_id.clone() };
+        record(&self.streams, &call_id, &started).await;
+        self.open = Some(Open { call_id, stream_id, tx: Some(tx), storer: Some(storer) });
         Ok(())
     }
 
@@ -165,14 +172,29 @@ impl StreamDriver {
         if self.dropped > 0 {
             tracing::warn!(stream = self.id, call_id = ?self.call_id(), dropped = self.dropped, "media stream closed with dropped frames");
         }
+        let Some(open) = &self.open else { return };
+        let reason = if self.hung_up { "end" } else { "disconnected" };
+        let ended = EventBody::StreamEnded {
+            protocol: self.protocol.to_owned(),
+            stream_id: open.stream_id.clone(),
+            reason: reason.to_owned(),
+        };
+        record(&self.streams, &open.call_id, &ended).await;
         if self.hung_up {
             return;
         }
-        let Some(open) = &self.open else { return };
         let (streams, call_id, id) = (self.streams.clone(), open.call_id.clone(), self.id);
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "media stream dropped without its end; the call completes after the idle timeout unless it reconnects");
         complete_after_idle(streams, call_id, id);
+    }
+}
+
+/// Writes a stream event to the call's log; a failure is logged (the stream goes on:
+/// its frames matter more than its events).
+pub(super) async fn record(streams: &Streams, call_id: &CallId, event: &EventBody) {
+    if let Err(error) = streams.inner.gateway.record_event(call_id, event).await {
+        tracing::warn!(call_id = %call_id, %error, event = event.event_type().as_str(), "cannot record the stream event");
     }
 }
 

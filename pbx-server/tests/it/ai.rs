@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use pbx_core::CallState;
 use pbx_core::ai::{AiError, SimulatedAi};
-use pbx_core::events::Event;
+use pbx_core::events::EventBody;
+use pbx_core::gateway::FeedItem;
 use pbx_core::testkit::ai::{ScriptedAi, Step};
 use poem::http::{Method, StatusCode};
 
@@ -13,7 +14,7 @@ use crate::helpers::{TestApp, fast_retry, id, wait_terminal};
 
 /// Streams three packets and hangs up, waiting for the terminal state; the call's view.
 async fn run_call(app: &TestApp, call: &str) -> (CallState, serde_json::Value) {
-    let mut events = app.gateway.subscribe();
+    let mut events = app.gateway.feed(None).await.expect("feed");
     for seq in 1..=3 {
         assert_eq!(app.ingest(call, seq).await.status, StatusCode::OK);
     }
@@ -31,7 +32,7 @@ async fn failures_then_success_records_attempts_and_backoff() {
         [Step::Fail(AiError::unavailable("down 1")), Step::Fail(AiError::timeout("slow 2")), Step::Succeed],
     );
     let app = TestApp::with_ai(ai.clone(), fast_retry(5));
-    let mut events = app.gateway.subscribe();
+    let mut events = app.gateway.feed(None).await.expect("feed");
 
     let (state, view) = run_call(&app, "flaky").await;
     assert_eq!(state, CallState::Archived);
@@ -47,9 +48,11 @@ async fn failures_then_success_records_attempts_and_backoff() {
 
     // Each failure scheduled a retry (the backoff), recorded as an event.
     let mut retries = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        if let Event::AttemptFailed { attempt, retry_at, .. } = event {
-            retries.push((attempt, retry_at.is_some()));
+    while retries.len() < 2 {
+        if let FeedItem::Event(e) = events.next().await.expect("feed")
+            && let EventBody::AttemptFailed { attempt, retry_at, .. } = &e.body
+        {
+            retries.push((*attempt, retry_at.is_some()));
         }
     }
     assert_eq!(retries, [(1, true), (2, true)]);
@@ -86,7 +89,7 @@ async fn exhausted_retries_fail_with_the_last_error_and_redrive_recovers() {
     assert_eq!(failed["calls"][0]["call_id"], "tired");
 
     // Re-drive: back to COMPLETED, the script is used up so the next attempt succeeds.
-    let mut events = app.gateway.subscribe();
+    let mut events = app.gateway.feed(None).await.expect("feed");
     let retry = app.request(Method::POST, "/v1/calls/tired/retry", None, None).await;
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
     assert_eq!(retry.json()["state"], "COMPLETED");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pbx_core::ai::AiClient;
-use pbx_core::events::Event;
+use pbx_core::gateway::{Feed, FeedItem};
 use pbx_core::gateway::{Gateway, GatewayConfig, Processor, ProcessorConfig, ProcessorHandle};
 use pbx_core::retry::{Jitter, RetryPolicy};
 use pbx_core::store::CallStore;
@@ -15,8 +15,6 @@ use pbx_store_memory::MemoryCallStore;
 use poem::http::{Method, StatusCode};
 use poem::test::TestClient;
 use serde_json::Value;
-use tokio::sync::broadcast::Receiver;
-use tokio::sync::broadcast::error::RecvError;
 
 /// The seed's packet, byte for byte.
 pub(crate) const SEED_PACKET: &str = r#"{"sequence":1,"data":"audio_chunk_1","timestamp":123.45}"#;
@@ -156,15 +154,16 @@ pub(crate) fn fast_retry(maximum_attempts: u32) -> RetryPolicy {
     }
 }
 
-/// Waits for `call` to reach ARCHIVED or FAILED on the event feed (subscribe before
+/// Waits for `call` to reach ARCHIVED or FAILED on the event feed (open it before
 /// the action that leads there). A hang guard, not a timing assertion.
-pub(crate) async fn wait_terminal(events: &mut Receiver<Event>, call: &CallId) -> CallState {
+pub(crate) async fn wait_terminal(events: &mut Feed, call: &CallId) -> CallState {
     let wait = async {
         loop {
-            match events.recv().await {
-                Ok(Event::StateChanged { call_id, to, .. }) if &call_id == call && to.is_terminal() => return to,
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => panic!("event channel closed"),
+            if let FeedItem::Event(e) = events.next().await.expect("feed")
+                && &e.call_id == call
+                && let Some(state) = e.body.new_state().filter(|s| s.is_terminal())
+            {
+                return state;
             }
         }
     };

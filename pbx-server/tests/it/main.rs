@@ -7,6 +7,7 @@ mod auth;
 mod concurrency;
 mod contract;
 mod events;
+mod events_ws;
 mod helpers;
 mod malformed;
 mod media;

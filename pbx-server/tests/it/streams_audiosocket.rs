@@ -72,7 +72,7 @@ async fn asterisk_streams_real_speech_and_hangs_up_by_closing() {
     let server = spawn(StreamConfig::default()).await;
     let uuid = "0e160e42-853e-487c-977d-96989bf5c99d";
     let call: CallId = uuid.parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut socket = TcpStream::connect(server.addr).await.unwrap();
     socket.write_all(&frame(0x01, &uuid_bytes(uuid))).await.unwrap();
     let frames = slin_frames();
@@ -104,7 +104,7 @@ async fn a_hang_up_frame_and_other_rates() {
     let server = spawn(StreamConfig::default()).await;
     let uuid = "11111111-2222-4333-8444-555555555555";
     let call: CallId = uuid.parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut socket = TcpStream::connect(server.addr).await.unwrap();
     let mut wire = frame(0x01, &uuid_bytes(uuid));
     for _ in 0..10 {
@@ -139,7 +139,7 @@ async fn refused_frames_close_only_their_connection() {
     ];
     // A healthy call stays connected through all of them.
     let healthy: CallId = uuid(9).parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     good.write_all(&[frame(0x01, &uuid_bytes(healthy.as_str())), frame(0x10, &[1; 320])].concat()).await.unwrap();
 
@@ -165,7 +165,7 @@ async fn a_broken_connection_completes_after_the_idle_timeout() {
     let server = spawn(config).await;
     let uuid = "22222222-2222-4333-8444-555555555555";
     let call: CallId = uuid.parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut socket = TcpStream::connect(server.addr).await.unwrap();
     // Two whole frames, then half of one: the connection broke mid-frame.
     let mut wire = [frame(0x01, &uuid_bytes(uuid)), frame(0x10, &[0; 320]), frame(0x10, &[0; 320])].concat();

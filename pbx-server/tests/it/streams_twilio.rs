@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
-use pbx_core::events::Event;
+use pbx_core::gateway::{Feed, FeedItem};
 use pbx_core::gateway::{Gateway, GatewayConfig};
 use pbx_core::{CallId, CallState};
 use pbx_server::streams::{Secret, StreamConfig, Streams};
@@ -21,8 +21,6 @@ use poem::listener::{Acceptor, Listener};
 use serde_json::{Value, json};
 use sha1::Sha1;
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::Receiver;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -81,13 +79,14 @@ impl StreamServer {
 }
 
 /// Waits for `call` to reach COMPLETED on the event feed (a hang guard, not a timing).
-pub(crate) async fn wait_completed(events: &mut Receiver<Event>, call: &CallId) {
+pub(crate) async fn wait_completed(events: &mut Feed, call: &CallId) {
     let wait = async {
         loop {
-            match events.recv().await {
-                Ok(Event::StateChanged { call_id, to: CallState::Completed, .. }) if &call_id == call => return,
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => panic!("event channel closed"),
+            if let FeedItem::Event(e) = events.next().await.expect("feed")
+                && &e.call_id == call
+                && e.body.new_state() == Some(CallState::Completed)
+            {
+                return;
             }
         }
     };
@@ -203,7 +202,7 @@ async fn stream_call(ws: &mut Ws, call: &str, tracks: &[&str]) -> usize {
 async fn twilio_streams_real_speech_into_a_completed_call() {
     let server = StreamServer::spawn(StreamConfig::default()).await;
     let call: CallId = "CA0123456789abcdef0123456789abcdef".parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut ws = server.connect("twilio").await;
     let n = stream_call(&mut ws, call.as_str(), &["inbound"]).await;
     assert_eq!(close_frame(&mut ws).await.0, CloseCode::Normal);
@@ -226,7 +225,7 @@ async fn twilio_streams_real_speech_into_a_completed_call() {
 async fn twilio_both_tracks_is_one_call_with_two_channels() {
     let server = StreamServer::spawn(StreamConfig::default()).await;
     let call: CallId = "CAbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut ws = server.connect("twilio").await;
     let n = stream_call(&mut ws, call.as_str(), &["inbound", "outbound"]).await as u64;
     wait_completed(&mut events, &call).await;
@@ -276,7 +275,7 @@ async fn twilio_signature_is_checked_before_the_upgrade() {
     let (mut ws, response) = tokio_tungstenite::connect_async(signed(&url, Some(&good))).await.expect("upgrade");
     assert_eq!(response.status(), 101);
     let call: CallId = "CAcccccccccccccccccccccccccccccccc".parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     stream_call(&mut ws, call.as_str(), &["inbound"]).await;
     wait_completed(&mut events, &call).await;
 
@@ -297,7 +296,7 @@ async fn telnyx_snake_case_out_of_order_both_tracks() {
     let server = StreamServer::spawn(StreamConfig::default()).await;
     let call_control_id = "v3:MdI91X4lWFEs7IgbBEOT9M4AigoY08M0WWZFISt1Yw2axZ_IiE4pqg";
     let call: CallId = call_control_id.parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut ws = server.connect("telnyx").await;
     // From developers.telnyx.com, "Stream call media over WebSocket".
     send(&mut ws, json!({"event": "connected", "version": "1.0.0"})).await;
@@ -365,7 +364,7 @@ async fn telnyx_snake_case_out_of_order_both_tracks() {
 async fn garbage_closes_only_its_own_stream() {
     let server = StreamServer::spawn(StreamConfig::default()).await;
     let healthy: CallId = "CAdddddddddddddddddddddddddddddddd".parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut good = server.connect("twilio").await;
     send(&mut good, connected()).await;
     send(&mut good, start(healthy.as_str(), &["inbound"])).await;
@@ -424,7 +423,7 @@ async fn a_dropped_stream_completes_after_the_idle_timeout() {
     let config = StreamConfig { stream_idle_timeout: Duration::from_millis(200), ..StreamConfig::default() };
     let server = StreamServer::spawn(config).await;
     let call: CallId = "CAffffffffffffffffffffffffffffffff".parse().unwrap();
-    let mut events = server.gateway.subscribe();
+    let mut events = server.gateway.feed(None).await.expect("feed");
     let mut ws = server.connect("twilio").await;
     send(&mut ws, connected()).await;
     send(&mut ws, start(call.as_str(), &["inbound"])).await;

@@ -34,7 +34,7 @@ async fn the_server_serves_every_stream_protocol() {
     let api = server.local_addr();
     let audiosocket = server.audiosocket_addr().expect("AudioSocket listener");
     let gateway = server.gateway().clone();
-    let mut events = gateway.subscribe();
+    let mut events = gateway.feed(None).await.expect("feed");
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run_until(async move {
         let _ = stopped.await;
@@ -68,14 +68,11 @@ async fn the_server_serves_every_stream_protocol() {
     let call = pbx_core::CallId::new("3a1f2c4d-5e6f-4081-92a3-b4c5d6e7f809").unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
-            match events.recv().await {
-                Ok(pbx_core::events::Event::StateChanged { call_id, to: CallState::Completed, .. })
-                    if call_id == call =>
-                {
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => panic!("event feed: {e}"),
+            if let pbx_core::gateway::FeedItem::Event(e) = events.next().await.expect("feed")
+                && e.call_id == call
+                && e.body.new_state() == Some(CallState::Completed)
+            {
+                break;
             }
         }
     })

@@ -222,3 +222,60 @@ async fn concurrency_on_postgres_loses_nothing_and_doubles_nothing() {
     drop(server);
     db.drop_now().await;
 }
+
+/// Two instances on one PostgreSQL: a call ingested on A appears on B's live feed, and
+/// both feeds see every event of both instances once, in one order (the log's ids are
+/// the store's, not the process's).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_event_feed() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let db = fresh_database().await;
+    let a = Spawned::start(&db, &["--no-processor"]).await;
+    let b = Spawned::start(&db, &["--no-processor"]).await;
+    let ws = |s: &Spawned, query: &str| format!("{}/v1/events/ws?{query}", s.url.replacen("http", "ws", 1));
+    let (mut on_b, _) = tokio_tungstenite::connect_async(ws(&b, "")).await.expect("feed on B");
+    let (mut on_a, _) = tokio_tungstenite::connect_async(ws(&a, "")).await.expect("feed on A");
+    async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Value {
+        let wait = async {
+            loop {
+                if let Message::Text(text) = ws.next().await.expect("open").expect("frame") {
+                    return serde_json::from_str::<Value>(&text).expect("json");
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait).await.expect("a message within a minute")
+    }
+
+    assert_eq!(a.post("/ingest/multi-a", Some(packet(1))).await.0, 200);
+    let seen = next(&mut on_b).await;
+    assert_eq!((seen["type"].as_str(), seen["call_id"].as_str()), (Some("call_created"), Some("multi-a")));
+    for i in 0..20 {
+        let (server, call) = if i % 2 == 0 { (&a, format!("multi-{i}")) } else { (&b, format!("multi-{i}")) };
+        assert_eq!(server.post(&format!("/ingest/{call}"), Some(packet(1))).await.0, 200);
+    }
+    let mut from_a = vec![next(&mut on_a).await];
+    let mut from_b = vec![seen];
+    while from_b.len() < 21 {
+        from_b.push(next(&mut on_b).await);
+    }
+    while from_a.len() < 21 {
+        from_a.push(next(&mut on_a).await);
+    }
+    let ids = |v: &[Value]| v.iter().map(|m| m["id"].as_u64().expect("id")).collect::<Vec<_>>();
+    assert_eq!(ids(&from_a), ids(&from_b), "one order for every instance");
+    let first = ids(&from_a)[0];
+    assert_eq!(ids(&from_a), (first..first + 21).collect::<Vec<_>>(), "every event once, no gap");
+    let mut calls: Vec<&str> = from_b.iter().map(|m| m["call_id"].as_str().unwrap()).collect();
+    calls.sort_unstable();
+    calls.dedup();
+    assert_eq!(calls.len(), 21);
+
+    // Resuming on the other instance from the middle replays the rest.
+    let (mut resumed, _) =
+        tokio_tungstenite::connect_async(ws(&a, &format!("since={}", first + 10))).await.expect("resume on A");
+    assert_eq!(next(&mut resumed).await["id"].as_u64(), Some(first + 11));
+    drop((a, b));
+    db.drop_now().await;
+}

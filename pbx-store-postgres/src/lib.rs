@@ -45,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pbx_core::ai::AiResult;
+use pbx_core::events::{EventBody, EventId, EventPage};
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::MediaFormat;
 use pbx_core::packet::{NewPacket, StoredPacket};
@@ -58,6 +59,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 mod append;
 mod error;
+mod events;
 mod listener;
 mod open;
 mod reads;
@@ -154,12 +156,13 @@ impl PgStoreOptions {
 pub struct PgCallStore {
     pool: PgPool,
     listener: listener::WorkListener,
+    events: events::EventLog,
 }
 
 impl PgCallStore {
     /// A store over an existing pool (whose database is migrated, see [`MIGRATOR`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, listener: listener::WorkListener::default() }
+        Self { pool, listener: listener::WorkListener::default(), events: events::EventLog::default() }
     }
 
     /// Connects with the default [`PgStoreOptions`]. Does not migrate.
@@ -193,7 +196,21 @@ impl PgCallStore {
     /// on its first call). Notifications sent before the listener exists are lost, so a
     /// processor that wants every one of them calls this first.
     pub async fn listen(&self) -> Result<(), StoreError> {
+        // The event log's sequencer runs in every serving process from the start.
+        self.events.start(&self.pool);
         self.listener.listen(&self.pool).await
+    }
+
+    /// Runs `write`, then has the sequencer number the events it wrote.
+    async fn writing<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let out = write.await;
+        if out.is_ok() {
+            self.events.poke();
+        }
+        out
     }
 }
 
@@ -201,12 +218,12 @@ impl PgCallStore {
 impl CallStore for PgCallStore {
     #[tracing::instrument(level = "debug", skip_all, fields(packets = batch.len()), err)]
     async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
-        append::append(&self.pool, batch, now).await
+        self.writing(append::append(&self.pool, batch, now)).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
     async fn complete(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
-        work::complete(&self.pool, call_id, now).await
+        self.writing(work::complete(&self.pool, call_id, now)).await
     }
 
     async fn get(&self, call_id: &CallId, max_missing_ranges: usize) -> Result<CallSnapshot, StoreError> {
@@ -219,7 +236,7 @@ impl CallStore for PgCallStore {
 
     #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
     async fn open(&self, call_id: &CallId, format: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError> {
-        open::open(&self.pool, call_id, format, now).await
+        self.writing(open::open(&self.pool, call_id, format, now)).await
     }
 
     async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
@@ -244,7 +261,7 @@ impl CallStore for PgCallStore {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, StoreError> {
-        work::claim(&self.pool, worker, lease, limit, now).await
+        self.writing(work::claim(&self.pool, worker, lease, limit, now)).await
     }
 
     async fn heartbeat(
@@ -263,7 +280,7 @@ impl CallStore for PgCallStore {
         result: &AiResult,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        work::record_success(&self.pool, attempt, result, now).await
+        self.writing(work::record_success(&self.pool, attempt, result, now)).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]
@@ -273,7 +290,7 @@ impl CallStore for PgCallStore {
         failure: &AttemptFailure,
         now: DateTime<Utc>,
     ) -> Result<CallState, StoreError> {
-        work::record_failure(&self.pool, attempt, failure, now).await
+        self.writing(work::record_failure(&self.pool, attempt, failure, now)).await
     }
 
     async fn release(&self, attempt: &AttemptRef, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -286,12 +303,12 @@ impl CallStore for PgCallStore {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<CallId>, StoreError> {
-        work::complete_idle(&self.pool, idle_since, limit, now).await
+        self.writing(work::complete_idle(&self.pool, idle_since, limit, now)).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(call_id = %call_id), err)]
     async fn redrive(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
-        work::redrive(&self.pool, call_id, now).await
+        self.writing(work::redrive(&self.pool, call_id, now)).await
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -308,6 +325,22 @@ impl CallStore for PgCallStore {
 
     async fn count_by_state(&self) -> Result<Vec<(CallState, u64)>, StoreError> {
         stats::count_by_state(&self.pool).await
+    }
+
+    async fn events(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
+        events::page(&self.pool, after, limit).await
+    }
+
+    async fn record_event(&self, call_id: &CallId, event: &EventBody, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.writing(events::record(&self.pool, call_id, event, now)).await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        events::prune(&self.pool, before, limit).await
+    }
+
+    fn event_signal(&self) -> Option<tokio::sync::watch::Receiver<EventId>> {
+        Some(self.events.signal(&self.pool))
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {

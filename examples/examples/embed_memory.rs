@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let processor = Processor::new(&gateway, Arc::new(ai), ProcessorConfig { retry, ..ProcessorConfig::default() })?;
     let processor = processor.spawn();
-    let mut events = gateway.subscribe();
+    let mut events = gateway.feed(None).await?;
 
     let call = CallId::new("CA0123456789abcdef0123456789abcdef")?;
     println!("call {call}");
@@ -53,15 +53,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // Follow the call's events until it reaches ARCHIVED or FAILED.
     let state = loop {
-        match events.recv().await? {
-            Event::AttemptFailed { call_id, attempt, error, retry_at, .. } if call_id == call => match retry_at {
+        let FeedItem::Event(event) = events.next().await? else { continue };
+        if event.call_id != call {
+            continue;
+        }
+        match &event.body {
+            EventBody::AttemptFailed { attempt, error, retry_at } => match retry_at {
                 Some(at) => println!("  attempt {attempt} failed ({error}); retry at {}", at.format("%H:%M:%S%.3f")),
                 None => println!("  attempt {attempt} failed ({error}); giving up"),
             },
-            Event::StateChanged { call_id, to, .. } if call_id == call => {
+            EventBody::StateChanged { to, .. } => {
                 println!("  -> {to}");
                 if to.is_terminal() {
-                    break to;
+                    break *to;
                 }
             }
             _ => {}

@@ -237,7 +237,9 @@ async fn two_instances_share_one_event_feed() {
     let ws = |s: &Spawned, query: &str| format!("{}/v1/events/ws?{query}", s.url.replacen("http", "ws", 1));
     let (mut on_b, _) = tokio_tungstenite::connect_async(ws(&b, "")).await.expect("feed on B");
     let (mut on_a, _) = tokio_tungstenite::connect_async(ws(&a, "")).await.expect("feed on A");
-    async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Value {
+    async fn next(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    ) -> Value {
         let wait = async {
             loop {
                 if let Message::Text(text) = ws.next().await.expect("open").expect("frame") {

@@ -157,13 +157,18 @@ EXECUTE FUNCTION pbx_calls_lifecycle();
 -- number these rows; its notification wakes every reader). The advisory lock is held
 -- until commit, and each run starts from the committed newest position, so positions
 -- are contiguous, only grow, and become visible in order.
-CREATE FUNCTION pbx_sequence_events(p_limit integer) RETURNS bigint
+-- p_wait: wait for a sequencer running elsewhere and then number what is left (a
+-- reader, who must see everything committed before it asked), or give up at once
+-- (the background task, which runs again on the next poke or poll).
+CREATE FUNCTION pbx_sequence_events(p_limit integer, p_wait boolean) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_base bigint;
     v_n    bigint;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(7420113) THEN
+    IF p_wait THEN
+        PERFORM pg_advisory_xact_lock(7420113);
+    ELSIF NOT pg_try_advisory_xact_lock(7420113) THEN
         RETURN NULL;
     END IF;
     SELECT s.latest INTO v_base FROM event_log_state AS s FOR UPDATE;

@@ -108,7 +108,7 @@ impl Task {
     async fn sequence(&self) {
         let mut last = None;
         loop {
-            match sequence(&self.pool).await {
+            match sequence(&self.pool, false).await {
                 Ok(Some(latest)) => {
                     self.publish(latest);
                     if last == Some(latest) {
@@ -168,9 +168,13 @@ impl Task {
     }
 }
 
-async fn sequence(pool: &PgPool) -> Result<Option<EventId>, StoreError> {
-    let latest: Option<i64> = sqlx::query_scalar("SELECT pbx_sequence_events($1)")
+/// Runs the sequencer once. `wait`: behind one running elsewhere, so that every event
+/// committed before the call is numbered when it returns (readers); otherwise `None`
+/// at once when one is running (the task).
+async fn sequence(pool: &PgPool, wait: bool) -> Result<Option<EventId>, StoreError> {
+    let latest: Option<i64> = sqlx::query_scalar("SELECT pbx_sequence_events($1, $2)")
         .bind(SEQUENCE_BATCH)
+        .bind(wait)
         .fetch_one(pool)
         .await
         .map_err(store_error)?;
@@ -204,13 +208,14 @@ struct PageRow {
     first: Option<i64>,
 }
 
-/// One page of numbered events. Runs the sequencer first, so a reader sees what was
-/// committed before it asked even when no task of this process runs.
+/// One page of numbered events. Runs the sequencer first (behind one running
+/// elsewhere), so a reader sees every event committed before it asked, also when no
+/// task of this process runs.
 pub(crate) async fn page(pool: &PgPool, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
     if limit == 0 || limit > MAX_EVENT_PAGE {
         return Err(StoreError::InvalidArgument(format!("limit must be 1..={MAX_EVENT_PAGE}, got {limit}")));
     }
-    sequence(pool).await?;
+    sequence(pool, true).await?;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows: Vec<PageRow> = sqlx::query_as(PAGE)
         .bind(after)
@@ -276,7 +281,7 @@ WHERE e.position = f.position AND f.position < COALESCE((SELECT position FROM st
 /// (as the memory store's ring).
 pub(crate) async fn prune(pool: &PgPool, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
     // What was committed is numbered first, so that it can be pruned in order.
-    sequence(pool).await?;
+    sequence(pool, true).await?;
     let done = sqlx::query(PRUNE)
         .bind(before)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))

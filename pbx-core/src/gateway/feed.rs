@@ -11,7 +11,7 @@
 //! the broadcast overwrites what the slowest feed has not read yet.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,20 +24,34 @@ use crate::store::CallStore;
 /// Events read from the store per page, by replays and by the tailer.
 const PAGE: usize = 256;
 
+/// [`Hub::origin`] before the tailer starts.
+const NO_TAILER: u64 = u64::MAX;
+
 /// The broadcast side shared by a gateway's feeds.
 #[derive(Debug)]
 pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<StoredEvent>>,
-    tailing: AtomicBool,
+    /// Where the tailer started: it broadcasts every event after this id, none before.
+    /// A feed whose cursor is behind it reads from the store until it is not.
+    origin: Arc<AtomicU64>,
 }
 
 impl Hub {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, tailing: AtomicBool::new(false) }
+        Self { tx: broadcast::channel(capacity).0, origin: Arc::new(AtomicU64::new(NO_TAILER)) }
     }
 
     pub(crate) fn subscribers(&self) -> usize {
         self.tx.receiver_count()
+    }
+}
+
+/// The id after which the tailer broadcasts; 0 while none runs (a store without a
+/// signal never broadcasts, so nothing is to be gained by reading on).
+fn origin(origin: &AtomicU64) -> EventId {
+    match origin.load(Ordering::SeqCst) {
+        NO_TAILER => 0,
+        origin => origin,
     }
 }
 
@@ -90,6 +104,8 @@ impl ResyncReason {
 #[derive(Debug)]
 pub struct Feed {
     store: Arc<dyn CallStore>,
+    /// The hub's origin (not the hub: a feed must not keep the gateway alive).
+    origin: Arc<AtomicU64>,
     rx: broadcast::Receiver<Arc<StoredEvent>>,
     /// The cursor asked for, until the first read checks it against the log.
     start: Option<EventId>,
@@ -99,19 +115,30 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub(crate) fn new(shared: &Arc<Shared>, since: EventId) -> Self {
+    /// A feed from `since`, or from the log's end.
+    ///
+    /// The order matters for "no gap": the broadcast is subscribed first, so every
+    /// event the tailer sends after the log's end is read here reaches this feed; and
+    /// the tailer, started by the first feed, starts at an end read before any feed
+    /// exists, so no feed ever waits live for an event the tailer will never send.
+    pub(crate) async fn open(shared: &Arc<Shared>, since: Option<EventId>) -> Result<Self, GatewayError> {
         let rx = shared.hub.tx.subscribe();
-        if shared.store.event_signal().is_some() && !shared.hub.tailing.swap(true, Ordering::SeqCst) {
-            tokio::spawn(tail(Arc::downgrade(shared)));
+        let latest = shared.store.events(0, 1).await?.latest;
+        if let Some(signal) = shared.store.event_signal()
+            && shared.hub.origin.compare_exchange(NO_TAILER, latest, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            tokio::spawn(tail(Arc::downgrade(shared), signal, latest));
         }
-        Self {
+        let since = since.unwrap_or(latest);
+        Ok(Self {
             store: shared.store.clone(),
+            origin: shared.hub.origin.clone(),
             rx,
             start: Some(since),
             cursor: since,
             replaying: false,
             pending: VecDeque::new(),
-        }
+        })
     }
 
     /// The id of the last event delivered (or of the start).
@@ -132,7 +159,7 @@ impl Feed {
                 if !page.continues(after) {
                     return Ok(self.resync(after, &page));
                 }
-                self.fill(page.events);
+                self.fill(page);
                 continue;
             }
             if self.replaying {
@@ -140,7 +167,7 @@ impl Feed {
                 if !page.continues(self.cursor) {
                     return Ok(self.resync(self.cursor, &page));
                 }
-                self.fill(page.events);
+                self.fill(page);
                 continue;
             }
             match self.rx.recv().await {
@@ -160,15 +187,22 @@ impl Feed {
         }
     }
 
-    /// Queues a page read from the store; replaying goes on while pages come full.
-    fn fill(&mut self, events: Vec<StoredEvent>) {
-        self.replaying = events.len() == PAGE;
-        for event in events {
+    /// Queues a page read from the store. Replaying goes on while pages come full, or
+    /// while the cursor is behind where the tailer started broadcasting.
+    fn fill(&mut self, page: EventPage) {
+        let full = page.events.len() == PAGE;
+        for event in page.events {
             if event.id > self.cursor {
                 self.cursor = event.id;
                 self.pending.push_back(Arc::new(event));
             }
         }
+        if !full {
+            // Everything up to the log's end was in the page (an event this version
+            // cannot read is skipped by the store, and so by the tailer).
+            self.cursor = self.cursor.max(page.latest);
+        }
+        self.replaying = full || self.cursor < origin(&self.origin);
     }
 
     /// Gives up on cursor `after`: the feed carries on from the log's end.
@@ -182,17 +216,14 @@ impl Feed {
     }
 }
 
-/// The tailer: reads the log in order and broadcasts it, until the gateway is gone.
-async fn tail(shared: Weak<Shared>) {
-    let Some((store, mut signal)) = shared.upgrade().and_then(|s| Some((s.store.clone(), s.store.event_signal()?)))
-    else {
-        return;
-    };
-    let mut cursor = None;
+/// The tailer: reads the log in order after `cursor` and broadcasts it, until the
+/// gateway is gone.
+async fn tail(shared: Weak<Shared>, mut signal: tokio::sync::watch::Receiver<EventId>, mut cursor: EventId) {
     let mut backoff = Duration::from_millis(50);
     loop {
         signal.borrow_and_update();
         let Some(shared) = shared.upgrade() else { return };
+        let store = shared.store.clone();
         match drain(&*store, &shared, &mut cursor).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(error) => {
@@ -210,37 +241,25 @@ async fn tail(shared: Weak<Shared>) {
     }
 }
 
-/// Broadcasts every event after `cursor` (the log's end the first time).
-async fn drain(
-    store: &dyn CallStore,
-    shared: &Shared,
-    cursor: &mut Option<EventId>,
-) -> Result<(), crate::store::StoreError> {
-    let mut at = match *cursor {
-        Some(at) => at,
-        None => {
-            let latest = store.events(0, 1).await?.latest;
-            *cursor = Some(latest);
-            latest
-        }
-    };
+/// Broadcasts every event after `cursor`.
+async fn drain(store: &dyn CallStore, shared: &Shared, cursor: &mut EventId) -> Result<(), crate::store::StoreError> {
+    const TAIL_PAGE: usize = if MAX_EVENT_PAGE < PAGE * 4 { MAX_EVENT_PAGE } else { PAGE * 4 };
     loop {
-        let page = store.events(at, MAX_EVENT_PAGE.min(PAGE * 4)).await?;
-        if !page.continues(at) {
+        let page = store.events(*cursor, TAIL_PAGE).await?;
+        if !page.continues(*cursor) {
             // Pruned under the tailer's feet (or the store was reset): jump to the end;
             // each feed notices the gap and resyncs or replays on its own.
-            at = page.latest;
-            *cursor = Some(at);
+            *cursor = page.latest;
             continue;
         }
-        let full = page.events.len() == MAX_EVENT_PAGE.min(PAGE * 4);
+        let full = page.events.len() == TAIL_PAGE;
         for event in page.events {
-            at = event.id;
+            *cursor = event.id;
             // No receiver is fine: nobody to tell.
             let _ = shared.hub.tx.send(Arc::new(event));
         }
-        *cursor = Some(at);
         if !full {
+            *cursor = (*cursor).max(page.latest);
             return Ok(());
         }
     }

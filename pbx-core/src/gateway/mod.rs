@@ -251,11 +251,7 @@ impl Gateway {
     /// Live from now means after the newest event when this returns, which reads the
     /// log's end from the store (hence async, and the store's errors).
     pub async fn feed(&self, since: Option<EventId>) -> Result<Feed, GatewayError> {
-        let since = match since {
-            Some(since) => since,
-            None => self.shared.store.events(0, 1).await?.latest,
-        };
-        Ok(Feed::new(&self.shared, since))
+        Feed::open(&self.shared, since).await
     }
 
     /// Stores one packet (the call is created by its first packet) and answers once it

@@ -436,6 +436,11 @@ impl CallStore for MemoryCallStore {
                 state: call.state,
                 counters: call.counters[0],
                 attempts: call.attempts,
+                next_attempt_at: call.next_attempt_at,
+                sentiment: call.result.as_ref().map(|r| r.sentiment),
+                created_at: call.created_at,
+                last_packet_at: call.last_packet_at,
+                completed_at: call.completed_at,
                 updated_at: call.updated_at,
             });
             if calls.len() == query.limit {

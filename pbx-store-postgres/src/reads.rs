@@ -121,7 +121,8 @@ pub(crate) async fn get(
 /// `''` sorts before every valid id, so it stands for "no cursor" and keeps the
 /// statement a plain range scan of the primary key.
 const LIST: &str = r#"
-SELECT call_id, state, received, highest_sequence, duplicates, out_of_order, attempts, updated_at
+SELECT call_id, state, received, highest_sequence, duplicates, out_of_order, attempts, next_attempt_at,
+       sentiment_label, sentiment_score, created_at, last_packet_at, completed_at, updated_at
 FROM calls
 WHERE call_id > $1 AND ($2::text IS NULL OR state = $2)
 ORDER BY call_id

@@ -252,6 +252,12 @@ pub(crate) struct SummaryRow {
     pub(crate) duplicates: i64,
     pub(crate) out_of_order: i64,
     pub(crate) attempts: i32,
+    pub(crate) next_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) sentiment_label: Option<String>,
+    pub(crate) sentiment_score: Option<f64>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_packet_at: DateTime<Utc>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
     pub(crate) updated_at: DateTime<Utc>,
 }
 
@@ -268,6 +274,17 @@ impl SummaryRow {
                 self.out_of_order,
             )?,
             attempts: count(&self.call_id, "attempts", self.attempts)?,
+            next_attempt_at: self.next_attempt_at,
+            sentiment: match (&self.sentiment_label, self.sentiment_score) {
+                (Some(label), Some(score)) => Some(Sentiment {
+                    label: label.parse().map_err(|e: String| CorruptRow::error(&self.call_id, e))?,
+                    score,
+                }),
+                _ => None,
+            },
+            created_at: self.created_at,
+            last_packet_at: self.last_packet_at,
+            completed_at: self.completed_at,
             updated_at: self.updated_at,
         })
     }

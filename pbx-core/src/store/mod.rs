@@ -213,7 +213,7 @@ pub struct Opened {
 }
 
 /// One call in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallSummary {
     /// The call.
     pub call_id: CallId,
@@ -223,6 +223,16 @@ pub struct CallSummary {
     pub counters: OrderingCounters,
     /// AI attempts started.
     pub attempts: u32,
+    /// When the next AI attempt is due (a scheduled retry, or work not yet claimed).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The sentiment, once ARCHIVED.
+    pub sentiment: Option<crate::ai::Sentiment>,
+    /// When the first packet arrived.
+    pub created_at: DateTime<Utc>,
+    /// When the last packet was stored.
+    pub last_packet_at: DateTime<Utc>,
+    /// When the call hung up.
+    pub completed_at: Option<DateTime<Utc>>,
     /// When anything last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -239,7 +249,7 @@ pub struct ListQuery {
 }
 
 /// One page of calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallPage {
     /// The calls, ascending by id.
     pub calls: Vec<CallSummary>,

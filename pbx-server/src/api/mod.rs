@@ -150,15 +150,17 @@ pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
         Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor, tickets, closing: options.closing };
     let api = service(&ctx, options.public_url.as_deref());
     let document = spec::served_document(&api.spec());
-    let allow = allow::AllowTable::from_spec(&document).with("/v1/events/ws", "GET, HEAD");
+    let allow = allow::AllowTable::from_spec(&document).with("/v1/events/ws", "GET, HEAD").with("/", "GET, HEAD");
     let docs = api.swagger_ui();
     let spec =
         poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
-    Route::new()
+    let routes = Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/v1/events/ws", poem::get(ws::events_ws).data(ctx.clone()))
-        .nest("/", api)
+        .nest("/dashboard", crate::dashboard::assets(!ctx.keys.is_open()))
+        .nest("/", api);
+    crate::dashboard::WithIndex::new(routes)
         .with(BodyLimit { limit: options.body_limit })
         .catch_all_error(json_error_response)
         .with(allow::AllowOn405(Arc::new(allow)))

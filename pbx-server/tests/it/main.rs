@@ -6,6 +6,7 @@ mod ai;
 mod auth;
 mod concurrency;
 mod contract;
+mod dashboard;
 mod events;
 mod events_ws;
 mod helpers;

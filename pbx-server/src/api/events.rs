@@ -88,7 +88,7 @@ impl EventsApi {
         call_id: Query<Option<super::constraints::CallIdParam>>,
         /// Only events of these types (repeatable).
         #[oai(name = "type")]
-        types: Query<Vec<String>>,
+        types: Query<Vec<super::feed::EventTypeParam>>,
         /// Only events that put a call in this state (`call_created` for IN_PROGRESS,
         /// `state_changed` by its `to`).
         state: Query<Option<super::types::StateView>>,
@@ -97,7 +97,8 @@ impl EventsApi {
     ) -> Result<EventStream<BoxStream<'static, FeedMessage>>, Errors<{ BAD_REQUEST | AUTH | STORE }>> {
         self.ctx.authorize_feed(&auth, ticket.0.as_deref())?;
         let state = state.0.map(|s| pbx_core::CallState::from(s).as_str().to_owned());
-        let filter = parse_filter(call_id.0.as_ref().map(|c| c.0.as_str()), &types.0, state.as_deref())?;
+        let types: Vec<String> = types.0.iter().map(|t| t.name()).collect();
+        let filter = parse_filter(call_id.0.as_ref().map(|c| c.0.as_str()), &types, state.as_deref())?;
         let feed = self.ctx.open_feed(since.0.or(last_event_id.0)).await?;
         let stream = messages(feed, filter, self.ctx.closing.clone());
         Ok(EventStream::new(stream).keep_alive(KEEP_ALIVE).to_event(|message| {

@@ -199,6 +199,42 @@ pub struct LaggedMessage {
     pub missed: u64,
 }
 
+/// An event type, as the `type` filter of the feeds takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EventTypeParam {
+    /// `call_created`.
+    CallCreated,
+    /// `state_changed`.
+    StateChanged,
+    /// `ordering_anomaly`.
+    OrderingAnomaly,
+    /// `attempt_started`.
+    AttemptStarted,
+    /// `attempt_failed`.
+    AttemptFailed,
+    /// `attempt_succeeded`.
+    AttemptSucceeded,
+    /// `transcript_ready`.
+    TranscriptReady,
+    /// `redriven`.
+    Redriven,
+    /// `stream_started`.
+    StreamStarted,
+    /// `stream_ended`.
+    StreamEnded,
+}
+
+impl EventTypeParam {
+    /// The name, as in each message's `type`.
+    pub fn name(self) -> String {
+        match poem_openapi::types::ToJSON::to_json(&self) {
+            Some(serde_json::Value::String(name)) => name,
+            _ => String::new(),
+        }
+    }
+}
+
 /// One message of the event feed, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Union)]
 #[oai(discriminator_name = "type", one_of)]
@@ -380,9 +416,13 @@ impl FeedMessage {
 /// A feed's filters from their query parameters: `call_id`, `type` (any number),
 /// `state`. Bad values are a 400 naming the parameter.
 pub fn parse_filter(call_id: Option<&str>, types: &[String], state: Option<&str>) -> Result<EventFilter, ApiError> {
+    // Empty `type=` or `state=` values are no filter, as `state=` is on GET /v1/calls
+    // (the WebSocket's query is parsed by hand).
     let call_id = call_id.map(CallId::new).transpose()?;
+    let state = state.filter(|s| !s.is_empty());
     let types = types
         .iter()
+        .filter(|t| !t.is_empty())
         .map(|t| t.parse::<EventType>().map_err(|e| ApiError::bad_request("invalid_filter", format!("type: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let state = state

@@ -2,18 +2,19 @@
 //! browsers use to open it and `GET /v1/events/ws` (see [`super::ws`]), both over the
 //! gateway's resumable [`Feed`](pbx_core::gateway::Feed).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use pbx_core::events::{EventFilter, EventId};
-use pbx_core::gateway::{Feed, GatewayError};
+use pbx_core::gateway::{Feed, FeedItem, GatewayError};
 use poem::web::sse::Event as SseEvent;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{Object, OpenApi};
 
-use super::feed::{FeedMessage, parse_filter};
+use super::feed::{FeedMessage, Rendered, parse_filter};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
 use crate::error::status::{AUTH, BAD_REQUEST, STORE};
@@ -124,22 +125,46 @@ impl EventsApi {
 /// The feed's messages that pass `filter`, until the gateway stops, the store fails
 /// (the client reconnects with its last id) or the server shuts down.
 pub(crate) fn messages(feed: Feed, filter: EventFilter, closing: super::Closing) -> BoxStream<'static, FeedMessage> {
-    Box::pin(futures::stream::unfold((feed, filter, closing), |(mut feed, filter, mut closing)| async move {
-        loop {
-            let item = tokio::select! {
-                item = feed.next() => item,
-                () = closing.wait() => return None,
-            };
-            match item {
-                Ok(item) => {
-                    if let Some(message) = FeedMessage::from_item(&item, &filter) {
-                        return Some((message, (feed, filter, closing)));
+    render(feed, filter, closing, FeedMessage::from_item)
+}
+
+/// [`messages`] as their JSON text, through the shared [`Rendered`] cache.
+pub(crate) fn texts(
+    feed: Feed,
+    filter: EventFilter,
+    closing: super::Closing,
+    rendered: Arc<Rendered>,
+) -> BoxStream<'static, Arc<str>> {
+    render(feed, filter, closing, move |item, filter| rendered.text(item, filter))
+}
+
+/// The feed's items that `render` makes something of.
+fn render<T: Send + 'static>(
+    feed: Feed,
+    filter: EventFilter,
+    closing: super::Closing,
+    render: impl Fn(&FeedItem, &EventFilter) -> Option<T> + Send + Sync + 'static,
+) -> BoxStream<'static, T> {
+    let render = Arc::new(render);
+    Box::pin(futures::stream::unfold((feed, filter, closing), move |(mut feed, filter, mut closing)| {
+        let render = render.clone();
+        async move {
+            loop {
+                let item = tokio::select! {
+                    item = feed.next() => item,
+                    () = closing.wait() => return None,
+                };
+                match item {
+                    Ok(item) => {
+                        if let Some(message) = render(&item, &filter) {
+                            return Some((message, (feed, filter, closing)));
+                        }
                     }
-                }
-                Err(GatewayError::ShuttingDown) => return None,
-                Err(error) => {
-                    tracing::warn!(%error, cursor = feed.cursor(), "event feed: store failed; closing the stream");
-                    return None;
+                    Err(GatewayError::ShuttingDown) => return None,
+                    Err(error) => {
+                        tracing::warn!(%error, cursor = feed.cursor(), "event feed: store failed; closing the stream");
+                        return None;
+                    }
                 }
             }
         }

@@ -6,8 +6,10 @@
 //! it has one, `at`, and its payload. [`FeedMessage`] is the union the OpenAPI document
 //! describes.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
-use pbx_core::events::{EventBody, EventFilter, EventType, StoredEvent};
+use pbx_core::events::{EventBody, EventFilter, EventId, EventType, StoredEvent};
 use pbx_core::gateway::FeedItem;
 use pbx_core::{CallId, CallState};
 use poem_openapi::{Object, Union};
@@ -277,6 +279,62 @@ pub enum FeedMessage {
     Lagged(LaggedMessage),
 }
 
+/// Each event's JSON text, rendered once for every WebSocket that sends it.
+///
+/// A live event reaches every subscriber, and rendering it (building the message,
+/// then its JSON) cost more than anything else a subscriber does: with 100
+/// subscribers it was done 100 times. The cache keeps the text of the last
+/// [`RENDERED_SLOTS`] events in slots indexed by id (four times the gateway's default
+/// ring, so a subscriber that lagged and reads the recent past from the log still
+/// finds them); one that replays older events renders them again, which is correct,
+/// only slower. Memory stays bounded (one text per slot, about 4 MB in all), and an
+/// id's text never changes, so a stale slot is simply overwritten.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    slots: Box<[Mutex<Slot>]>,
+}
+
+/// One cached text and the event it is of.
+type Slot = Option<(EventId, Arc<str>)>;
+
+/// How many events' texts [`Rendered`] keeps.
+pub(crate) const RENDERED_SLOTS: usize = 16384;
+
+impl Default for Rendered {
+    fn default() -> Self {
+        Self { slots: (0..RENDERED_SLOTS).map(|_| Mutex::new(None)).collect() }
+    }
+}
+
+impl Rendered {
+    /// The JSON text of `item`'s message, if it passes `filter` (as
+    /// [`FeedMessage::from_item`]).
+    pub(crate) fn text(&self, item: &FeedItem, filter: &EventFilter) -> Option<Arc<str>> {
+        let FeedItem::Event(event) = item else {
+            return FeedMessage::from_item(item, filter).map(|message| json(&message));
+        };
+        if !filter.matches(event) {
+            return None;
+        }
+        let slot = &self.slots[(event.id % RENDERED_SLOTS as u64) as usize];
+        if let Some((id, text)) = &*slot.lock().unwrap_or_else(PoisonError::into_inner)
+            && *id == event.id
+        {
+            return Some(text.clone());
+        }
+        // Rendered outside the lock: subscribers that miss together may each render
+        // it, and the last one's copy stays.
+        let text = json(&FeedMessage::from_event(event)?);
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((event.id, text.clone()));
+        Some(text)
+    }
+}
+
+/// A message's JSON text.
+fn json(message: &FeedMessage) -> Arc<str> {
+    poem_openapi::types::ToJSON::to_json_string(message).into()
+}
+
 impl FeedMessage {
     /// The message's cursor.
     pub fn id(&self) -> u64 {
@@ -479,5 +537,30 @@ mod tests {
         assert!(parse_filter(None, &["nope".into()], None).is_err());
         assert!(parse_filter(None, &[], Some("DONE")).is_err());
         assert!(parse_filter(Some("bad id!"), &[], None).is_err());
+    }
+
+    #[test]
+    fn rendered_texts_are_the_messages_json_once_per_event() {
+        let rendered = Rendered::default();
+        let all = EventFilter::default();
+        let created = FeedItem::Event(Arc::new(event(EventBody::CallCreated {})));
+        let first = rendered.text(&created, &all).unwrap();
+        let expected = FeedMessage::from_event(&event(EventBody::CallCreated {})).unwrap().to_json_string();
+        assert_eq!(&*first, expected);
+        // A second subscriber gets the same text without rendering it again.
+        assert!(Arc::ptr_eq(&first, &rendered.text(&created, &all).unwrap()));
+
+        // An event with the same slot but another id replaces it and is rendered for itself.
+        let mut later = event(EventBody::StateChanged { from: CallState::InProgress, to: CallState::Completed });
+        later.id += RENDERED_SLOTS as u64;
+        let later_text = rendered.text(&FeedItem::Event(Arc::new(later)), &all).unwrap();
+        assert!(later_text.contains("\"state_changed\"") && !Arc::ptr_eq(&first, &later_text));
+        assert!(!Arc::ptr_eq(&first, &rendered.text(&created, &all).unwrap()));
+
+        // The filter still applies, and lagged/resync are rendered per subscriber.
+        let only_failed = EventFilter { state: Some(CallState::Failed), ..EventFilter::default() };
+        assert_eq!(rendered.text(&created, &only_failed), None);
+        let lagged = rendered.text(&FeedItem::Lagged { id: 7, missed: 3 }, &only_failed).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&lagged).unwrap()["missed"], 3);
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Ctx {
     pub(crate) tickets: Arc<Tickets>,
     /// Fires when the server starts shutting down (long-lived feeds close).
     pub(crate) closing: Closing,
+    /// The feed's messages as WebSocket text, shared by every subscriber.
+    pub(crate) rendered: Arc<feed::Rendered>,
 }
 
 /// A signal that the server is shutting down, for what stays open (event feeds).
@@ -146,8 +148,14 @@ pub type App = poem::endpoint::BoxEndpoint<'static, Response>;
 /// limit.
 pub fn build_app(gateway: Gateway, options: AppOptions) -> App {
     let tickets = Arc::new(Tickets::new(options.keys.secrets()));
-    let ctx =
-        Ctx { gateway, keys: Arc::new(options.keys), processor: options.processor, tickets, closing: options.closing };
+    let ctx = Ctx {
+        gateway,
+        keys: Arc::new(options.keys),
+        processor: options.processor,
+        tickets,
+        closing: options.closing,
+        rendered: Arc::default(),
+    };
     let api = service(&ctx, options.public_url.as_deref());
     let document = spec::served_document(&api.spec());
     let allow = allow::AllowTable::from_spec(&document).with("/v1/events/ws", "GET, HEAD").with("/", "GET, HEAD");

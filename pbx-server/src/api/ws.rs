@@ -6,18 +6,23 @@
 //! [`KEEP_ALIVE`], closes with 1001 (going away) on shutdown and with 1011 when the
 //! store fails (reconnect with `since` = the last id you saw), and drops a client
 //! that does not take a message for [`SEND_TIMEOUT`]. Text the client sends is ignored.
+//! Messages that are ready together go out in one write, and a socket rests
+//! [`COALESCE`] after each write, so a burst of events costs each subscriber a few
+//! writes and wake-ups rather than one per event.
 //! A client that reads slowly never slows ingest: it falls behind the shared ring,
 //! gets `lagged`, and is served from the log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use poem::web::Data;
-use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
+use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
 use poem::{IntoResponse, Request, Response, handler};
 
 use super::Ctx;
-use super::events::{KEEP_ALIVE, messages};
+use super::events::{KEEP_ALIVE, texts};
 use super::feed::parse_filter;
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
@@ -63,7 +68,10 @@ pub(crate) async fn events_ws(req: &Request, ws: WebSocket, Data(ctx): Data<&Ctx
     match open(req, ctx).await {
         Ok((feed, filter)) => {
             let closing = ctx.closing.clone();
-            ws.on_upgrade(move |socket| serve(socket, messages(feed, filter, closing.clone()), closing)).into_response()
+            let rendered = ctx.rendered.clone();
+            ws.config(socket_config())
+                .on_upgrade(move |socket| serve(socket, texts(feed, filter, closing.clone(), rendered), closing))
+                .into_response()
         }
         Err(error) => error.into_response(),
     }
@@ -78,21 +86,36 @@ async fn open(req: &Request, ctx: &Ctx) -> Result<(pbx_core::gateway::Feed, pbx_
     Ok((feed, filter))
 }
 
-async fn serve(
-    socket: WebSocketStream,
-    mut messages: futures::stream::BoxStream<'static, super::feed::FeedMessage>,
-    mut closing: super::Closing,
-) {
+/// The feed's sockets read only pings, pongs and a close: a small read buffer (the
+/// library's default is 128 KiB per socket, allocated up front and zeroed on reads)
+/// and a small limit on what a client may send.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(64 * 1024)).max_frame_size(Some(64 * 1024))
+}
+
+/// Messages that are ready together go out in one write, at most this many.
+const MAX_BATCH: usize = 1024;
+
+/// After a write, a subscriber waits this long before the next one, so that a burst
+/// of events goes out in a few writes instead of waking every subscriber for every
+/// event. An event that arrives while a subscriber is idle goes out at once.
+pub const COALESCE: Duration = Duration::from_millis(10);
+
+async fn serve(socket: WebSocketStream, texts: BoxStream<'static, Arc<str>>, mut closing: super::Closing) {
     let (mut sink, mut incoming) = socket.split();
+    // Every message that is ready when the socket is written goes in the same write
+    // (one syscall and one wake-up for a burst instead of one per message; see
+    // COALESCE).
+    let mut texts = texts.ready_chunks(MAX_BATCH);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     let close = loop {
-        let out = tokio::select! {
-            message = messages.next() => match message {
-                Some(message) => Message::Text(poem_openapi::types::ToJSON::to_json_string(&message)),
+        let out: Vec<Message> = tokio::select! {
+            batch = texts.next() => match batch {
+                Some(batch) => batch.iter().map(|text| Message::Text(text.to_string())).collect(),
                 None if closing.is_closing() => break Some((CloseCode::Away, "server shutting down")),
                 None => break Some((CloseCode::Error, "event log unavailable; reconnect with since=<last id>")),
             },
-            _ = ping.tick() => Message::Ping(Vec::new()),
+            _ = ping.tick() => vec![Message::Ping(Vec::new())],
             () = closing.wait() => break Some((CloseCode::Away, "server shutting down")),
             received = incoming.next() => match received {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
@@ -100,8 +123,14 @@ async fn serve(
                 Some(Ok(_)) => continue,
             },
         };
-        match tokio::time::timeout(SEND_TIMEOUT, sink.send(out)).await {
-            Ok(Ok(())) => {}
+        let send = async {
+            for message in out {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, send).await {
+            Ok(Ok(())) => tokio::time::sleep(COALESCE).await,
             Ok(Err(_)) => break None,
             Err(_) => {
                 tracing::info!("event feed: a client took nothing for {SEND_TIMEOUT:?}; dropping it");

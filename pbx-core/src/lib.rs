@@ -17,6 +17,7 @@
 //! - [`media`]: media formats, G.711 decoding, audio assembly and WAV framing.
 //! - [`store`], [`ai`]: the two boundaries.
 //! - [`gateway`]: the orchestration: group-commit ingest, events, the processor.
+//! - [`webhooks`]: the completion webhooks' durable outbox, on the event log.
 //! - `testkit` (feature): the conformance suite every backend runs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -34,6 +35,7 @@ pub mod state;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod webhooks;
 
 pub use id::{CallId, InvalidCallId, WorkerId};
 pub use media::MediaFormat;

@@ -74,10 +74,12 @@ impl EventLog {
         Ok(EventPage { events, first, latest: ring.latest })
     }
 
-    pub(crate) fn prune(&self, before: DateTime<Utc>, limit: usize) -> u64 {
+    /// Drops up to `limit` events older than `before` from the front, none after `pin`.
+    pub(crate) fn prune(&self, before: DateTime<Utc>, limit: usize, pin: Option<EventId>) -> u64 {
         let mut ring = self.ring();
         let mut dropped = 0;
-        while dropped < limit && ring.events.front().is_some_and(|e| e.at < before) {
+        let pin = pin.unwrap_or(EventId::MAX);
+        while dropped < limit && ring.events.front().is_some_and(|e| e.at < before && e.id <= pin) {
             ring.events.pop_front();
             dropped += 1;
         }

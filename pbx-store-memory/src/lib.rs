@@ -44,10 +44,13 @@ use pbx_core::store::{
     Appended, AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, CallSummary, Claim, Lease, ListQuery,
     MAX_LIST_LIMIT, Opened, PacketOutcome, PacketRejection, StoreError,
 };
+use pbx_core::webhooks::{Delivery, DeliveryId, DeliveryOutcome, NewDelivery, Redelivery};
 
 mod events;
+mod outbox;
 
 pub use events::DEFAULT_EVENT_CAPACITY;
+pub use outbox::KEPT_DELIVERIES;
 
 /// The in-memory [`CallStore`]. See the crate docs.
 #[derive(Debug, Default)]
@@ -61,6 +64,8 @@ pub struct MemoryCallStore {
     /// and `next_due_at` read it instead of scanning every call. Updated under the call's
     /// lock (lock order: a call, then this), and never touched by appends.
     due: Mutex<BTreeSet<(DateTime<Utc>, CallId)>>,
+    /// The webhook outbox.
+    outbox: outbox::Outbox,
 }
 
 /// One call and its packets.
@@ -707,7 +712,53 @@ impl CallStore for MemoryCallStore {
     }
 
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
-        Ok(self.events.prune(before, limit))
+        // A webhook cursor alive within the retention window holds the log back.
+        Ok(self.events.prune(before, limit, self.outbox.pin(before)))
+    }
+
+    async fn outbox_open(&self, start: EventId, now: DateTime<Utc>) -> Result<EventId, StoreError> {
+        Ok(self.outbox.open(start, now))
+    }
+
+    async fn outbox_enqueue(
+        &self,
+        from: EventId,
+        to: EventId,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.outbox.enqueue(from, to, deliveries, now)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox.claim(now, lease, limit)
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.outbox.finish(id, attempt, outcome, now))
+    }
+
+    async fn deliveries(&self, limit: usize, before: Option<DeliveryId>) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox.list(limit, before)
+    }
+
+    async fn retry_delivery(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<Redelivery, StoreError> {
+        Ok(self.outbox.retry(id, now))
+    }
+
+    async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.outbox.depth())
     }
 
     fn event_signal(&self) -> Option<tokio::sync::watch::Receiver<EventId>> {

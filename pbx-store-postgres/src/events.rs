@@ -275,6 +275,8 @@ WITH front AS (
 )
 DELETE FROM events AS e USING front AS f
 WHERE e.position = f.position AND f.position < COALESCE((SELECT position FROM stop), 9223372036854775807)
+  -- A webhook cursor alive within the retention window keeps what it has not enqueued.
+  AND f.position <= COALESCE((SELECT position FROM webhook_cursor WHERE alive_at >= $1), 9223372036854775807)
 "#;
 
 /// Drops up to `limit` of the oldest events, from the front while older than `before`

@@ -14,6 +14,10 @@
 //! - **AI work**: `FOR UPDATE SKIP LOCKED` claims with leases; every later write is
 //!   fenced by the attempt number. A call that becomes due sends `NOTIFY pbx_work` in
 //!   the same transaction, and [`CallStore::wait_for_work`] listens for it.
+//! - **Webhook outbox**: `webhook_cursor` (moved by compare-and-set in the transaction
+//!   that inserts the deliveries of the events it passes) and `webhook_deliveries`
+//!   (claimed `FOR UPDATE SKIP LOCKED` with leases, finishes fenced by the attempt);
+//!   the event pruner never drops an event after a live cursor.
 //! - **Failures**: a lost, refused or terminated connection is
 //!   [`StoreError::Unavailable`] (retryable); the pool and the listener reconnect by
 //!   themselves. Anything else is [`StoreError::Backend`], with the sqlx error as source.
@@ -54,6 +58,7 @@ use pbx_core::store::{
     AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, Opened, PacketOutcome, PoolStats,
     StoreError,
 };
+use pbx_core::webhooks::{Delivery, DeliveryId, DeliveryOutcome, NewDelivery, Redelivery};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -62,6 +67,7 @@ mod error;
 mod events;
 mod listener;
 mod open;
+mod outbox;
 mod reads;
 mod rows;
 mod stats;
@@ -337,6 +343,51 @@ impl CallStore for PgCallStore {
 
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         events::prune(&self.pool, before, limit).await
+    }
+
+    async fn outbox_open(&self, start: EventId, now: DateTime<Utc>) -> Result<EventId, StoreError> {
+        outbox::open(&self.pool, start, now).await
+    }
+
+    async fn outbox_enqueue(
+        &self,
+        from: EventId,
+        to: EventId,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::enqueue(&self.pool, from, to, deliveries, now).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        outbox::claim(&self.pool, now, lease, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::finish(&self.pool, id, attempt, outcome, now).await
+    }
+
+    async fn deliveries(&self, limit: usize, before: Option<DeliveryId>) -> Result<Vec<Delivery>, StoreError> {
+        outbox::list(&self.pool, limit, before).await
+    }
+
+    async fn retry_delivery(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<Redelivery, StoreError> {
+        outbox::retry(&self.pool, id, now).await
+    }
+
+    async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        outbox::depth(&self.pool).await
     }
 
     fn event_signal(&self) -> Option<tokio::sync::watch::Receiver<EventId>> {

@@ -541,6 +541,85 @@ pub trait CallStore: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// The webhook outbox's cursor ([`crate::webhooks`]): the event id up to which
+    /// deliveries are enqueued. A store whose outbox has never been opened starts it
+    /// at `start` (pass the log's end to send only what happens from now on) and
+    /// returns that. The default keeps no outbox: an error.
+    async fn outbox_open(&self, start: EventId, now: DateTime<Utc>) -> Result<EventId, StoreError> {
+        let _ = (start, now);
+        Err(no_outbox())
+    }
+
+    /// Stores `deliveries` (those of the events in `(from, to]`) and moves the
+    /// cursor from `from` to `to`, in one step. `Ok(false)`, storing nothing, when the
+    /// cursor is no longer `from` (another worker moved it: read it again). With
+    /// nothing to store and `from == to`, it only marks the cursor as alive, which
+    /// keeps the log from being pruned past it.
+    async fn outbox_enqueue(
+        &self,
+        from: EventId,
+        to: EventId,
+        deliveries: &[crate::webhooks::NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _ = (from, to, deliveries, now);
+        Err(no_outbox())
+    }
+
+    /// Claims up to `limit` (1 ..= [`MAX_DELIVERY_PAGE`](crate::webhooks::MAX_DELIVERY_PAGE))
+    /// pending deliveries due at `now`, oldest due first: each gets one more attempt
+    /// and is leased until `now + lease` (it is due again then, should its sender
+    /// die). Concurrent claimers never get the same delivery.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError> {
+        let _ = (now, lease, limit);
+        Err(no_outbox())
+    }
+
+    /// Records how attempt `attempt` of delivery `id` ended. `Ok(false)`, changing
+    /// nothing, when that is no longer the delivery's current attempt (its lease
+    /// expired and it was claimed again) or it is no longer pending.
+    async fn finish_delivery(
+        &self,
+        id: crate::webhooks::DeliveryId,
+        attempt: u32,
+        outcome: &crate::webhooks::DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, attempt, outcome, now);
+        Err(no_outbox())
+    }
+
+    /// Deliveries newest first, at most `limit` (1 ..= `MAX_DELIVERY_PAGE`), those
+    /// with an id below `before` when given.
+    async fn deliveries(
+        &self,
+        limit: usize,
+        before: Option<crate::webhooks::DeliveryId>,
+    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError> {
+        let _ = (limit, before);
+        Err(no_outbox())
+    }
+
+    /// Re-drives a dead delivery: pending again, due at `now`, attempts back to 0.
+    async fn retry_delivery(
+        &self,
+        id: crate::webhooks::DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<crate::webhooks::Redelivery, StoreError> {
+        let _ = (id, now);
+        Err(no_outbox())
+    }
+
+    /// How many deliveries are pending.
+    async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        Err(no_outbox())
+    }
+
     /// A signal of new events: its value is the newest id readable (or any value: a
     /// change is what matters). `None` for a store without an event log; the gateway's
     /// feed then has nothing to follow.
@@ -561,4 +640,9 @@ pub trait CallStore: Send + Sync + 'static {
     fn prefers_group_commit(&self) -> bool {
         true
     }
+}
+
+/// What a store without a webhook outbox answers.
+fn no_outbox() -> StoreError {
+    StoreError::backend("this store keeps no webhook outbox")
 }

@@ -30,6 +30,7 @@ mod lifecycle;
 mod listing;
 mod model;
 mod packets;
+mod webhooks;
 mod work;
 
 pub use concurrency::*;
@@ -38,6 +39,7 @@ pub use lifecycle::*;
 pub use listing::*;
 pub use model::*;
 pub use packets::*;
+pub use webhooks::*;
 pub use work::*;
 
 /// Generates one test per conformance case for a backend.
@@ -91,6 +93,10 @@ macro_rules! call_store_conformance {
             ordering_anomalies_are_aggregated_per_channel,
             event_pages_records_and_pruning,
             event_signal_changes_on_writes,
+            outbox_enqueue_moves_the_cursor_once,
+            deliveries_are_claimed_fenced_retried_and_redriven,
+            concurrent_delivery_claimers_take_each_once,
+            pruning_keeps_what_the_outbox_has_not_enqueued,
         );
     };
     (@cases #[$meta:meta] $args:tt $make:tt; $($case:ident),* $(,)?) => {

@@ -259,7 +259,7 @@ pub(crate) fn truncate(text: &str) -> String {
 
 /// When the provider asks us to come back: `retry-after-ms` (OpenAI's, milliseconds),
 /// else `Retry-After` as seconds or an HTTP-date (relative to `now`, never negative).
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && let Some(d) = non_negative_secs(ms / 1000.0)

@@ -116,7 +116,22 @@ impl RetryPolicy {
     /// assert_eq!(policy.next_delay(1, &AiError::permanent("bad audio"), &mut rng), None);
     /// ```
     pub fn next_delay<R: Rng + ?Sized>(&self, failures: u32, error: &AiError, rng: &mut R) -> Option<Duration> {
-        if !error.is_retryable() || failures >= self.maximum_attempts {
+        if !error.is_retryable() {
+            return None;
+        }
+        self.delay_after(failures, error.retry_after(), rng)
+    }
+
+    /// The delay before the next attempt after `failures` failed attempts of any
+    /// retryable work (webhook deliveries too), honouring a `retry_after` hint as a
+    /// lower bound capped at `maximum_interval`; `None` once the attempts are spent.
+    pub fn delay_after<R: Rng + ?Sized>(
+        &self,
+        failures: u32,
+        retry_after: Option<Duration>,
+        rng: &mut R,
+    ) -> Option<Duration> {
+        if failures >= self.maximum_attempts {
             return None;
         }
         let delay = self.backoff(failures);
@@ -125,7 +140,7 @@ impl RetryPolicy {
             Jitter::Full => delay.mul_f64(rng.random::<f64>()),
             Jitter::Equal => delay / 2 + (delay / 2).mul_f64(rng.random::<f64>()),
         };
-        let floor = error.retry_after().unwrap_or_default().min(self.maximum_interval);
+        let floor = retry_after.unwrap_or_default().min(self.maximum_interval);
         Some(jittered.max(floor))
     }
 }

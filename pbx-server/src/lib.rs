@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod settings;
 pub mod streams;
 pub mod ticket;
+pub mod webhooks;
 
 pub use api::{App, AppOptions, build_app};
 pub use settings::{LogFormat, Settings};
@@ -115,6 +116,8 @@ pub struct Server {
     settings: Settings,
     /// Tells the event feeds the server is closing.
     closing: watch::Sender<bool>,
+    /// The completion webhooks, when `--webhook-url` is set.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -202,8 +205,27 @@ impl Server {
                 Some((acceptor, bound, endpoint))
             }
         };
+        let webhooks = match settings.webhook_config()? {
+            Some(config) => Some(
+                webhooks::Webhooks::open(gateway.store().clone(), config, settings.gateway_config().max_missing_ranges)
+                    .await?,
+            ),
+            None => None,
+        };
         let processor = processor.map(Processor::spawn);
-        Ok(Self { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings, closing })
+        Ok(Self {
+            acceptor,
+            local_addr,
+            streams,
+            audiosocket,
+            metrics,
+            gateway,
+            processor,
+            app,
+            settings,
+            closing,
+            webhooks,
+        })
     }
 
     /// The address the server listens on (the real port when bound to port 0).
@@ -230,8 +252,19 @@ impl Server {
     /// lets in-flight requests and AI attempts finish within the grace period, and
     /// releases the leases of attempts still running after it.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { acceptor, local_addr, streams, audiosocket, metrics, gateway, processor, app, settings, closing } =
-            self;
+        let Server {
+            acceptor,
+            local_addr,
+            streams,
+            audiosocket,
+            metrics,
+            gateway,
+            processor,
+            app,
+            settings,
+            closing,
+            webhooks,
+        } = self;
         let grace = settings.shutdown_grace;
         let (stop, stopped) = watch::channel(false);
         let mut http_stopped = stopped.clone();
@@ -239,6 +272,7 @@ impl Server {
         let mut metrics_stopped = stopped.clone();
         let mut audiosocket_stopped = stopped.clone();
         let mut pruner_stopped = stopped.clone();
+        let webhooks_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
         tracing::info!(addr = %local_addr, "listening on http://{local_addr} (docs at /docs)");
@@ -306,8 +340,13 @@ impl Server {
                 processor.shutdown(grace).await;
             }
         };
-        let ((), served, metrics_served, (), (), ()) =
-            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor, prune_events);
+        let run_webhooks = async move {
+            if let Some(webhooks) = webhooks {
+                webhooks.run(webhooks_stopped, grace).await;
+            }
+        };
+        let ((), served, metrics_served, (), (), (), ()) =
+            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor, prune_events, run_webhooks);
         tracing::info!("stopped");
         served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
         metrics_served

@@ -93,6 +93,12 @@ fn describe() {
         "Media stream frames, by outcome (stored, dropped = its buffer was full, rejected)."
     );
     describe_counter!("pbx_stream_protocol_errors_total", "Media streams closed for a protocol error.");
+    describe_counter!(crate::webhooks::DELIVERIES, "Webhook delivery attempts, by outcome (delivered, retry, dead).");
+    describe_gauge!(crate::webhooks::OUTBOX_DEPTH, "Webhook deliveries pending in the outbox.");
+    describe_counter!(
+        crate::webhooks::EVENTS_MISSED,
+        "Events that got no webhook because the log dropped them before the outbox read them."
+    );
 }
 
 /// The `outcome` label of one packet's answer.

@@ -177,6 +177,44 @@ pub struct Settings {
     #[arg(long, env = "PBX_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub event_retention: Duration,
 
+    /// POST a signed webhook (Standard Webhooks) here when a call is ARCHIVED or FAILED
+    /// (repeatable, or comma-separated in PBX_WEBHOOK_URLS). Off when unset.
+    #[arg(long = "webhook-url", env = "PBX_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+
+    /// The signing secret, `whsec_<base64>` (repeatable: during a rotation every
+    /// delivery carries one signature per secret). Prefer PBX_WEBHOOK_SECRET or
+    /// --webhook-secret-file: a flag is visible in the process list.
+    #[arg(long = "webhook-secret", env = "PBX_WEBHOOK_SECRET", value_delimiter = ',', hide_env_values = true)]
+    pub webhook_secrets: Vec<String>,
+
+    /// A file of signing secrets, one per line (added to --webhook-secret).
+    #[arg(long, env = "PBX_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+
+    /// Further event types sent as webhooks `call.<type>` (comma-separated feed
+    /// types: call_created, state_changed, transcript_ready, ...).
+    #[arg(long, env = "PBX_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<String>,
+
+    /// Longest one webhook POST may take.
+    #[arg(long, env = "PBX_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// Attempts per webhook delivery, the first included; then it is dead (re-drive it
+    /// with POST /v1/webhooks/deliveries/{id}/retry). The default retries for about
+    /// ten hours (5 s doubling to --webhook-max-interval).
+    #[arg(long, env = "PBX_WEBHOOK_MAX_ATTEMPTS", default_value_t = 24)]
+    pub webhook_max_attempts: u32,
+
+    /// Cap on one webhook retry delay.
+    #[arg(long, env = "PBX_WEBHOOK_MAX_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub webhook_max_interval: Duration,
+
+    /// Webhook deliveries this process sends at once.
+    #[arg(long, env = "PBX_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+
     /// Frames a media stream may queue ahead of its store writes; beyond it, frames are
     /// dropped and counted (they show as gaps).
     #[arg(long, env = "PBX_STREAM_BUFFER_FRAMES", default_value_t = 500)]
@@ -383,6 +421,53 @@ impl Settings {
     /// The HTTP app's options.
     pub fn app_options(&self) -> AppOptions {
         AppOptions { keys: self.keys(), body_limit: self.body_limit, ..AppOptions::default() }
+    }
+
+    /// The webhooks' settings; `None` when no `--webhook-url` is set.
+    pub fn webhook_config(&self) -> Result<Option<crate::webhooks::WebhookConfig>, InvalidSetting> {
+        use crate::webhooks::{WebhookConfig, WebhookSecret};
+        let urls: Vec<String> =
+            self.webhook_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+        let mut texts: Vec<String> = self.webhook_secrets.clone();
+        if let Some(path) = &self.webhook_secret_file {
+            let file = std::fs::read_to_string(path)
+                .map_err(|e| invalid("--webhook-secret-file", format!("cannot read {}: {e}", path.display())))?;
+            texts.extend(file.lines().map(str::to_owned));
+        }
+        let mut secrets = Vec::new();
+        for text in texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            secrets.push(WebhookSecret::parse(text).map_err(|e| invalid("--webhook-secret", e))?);
+        }
+        if urls.is_empty() {
+            if !secrets.is_empty() || !self.webhook_events.is_empty() {
+                return Err(invalid("--webhook-url", "webhook settings are given but no --webhook-url"));
+            }
+            return Ok(None);
+        }
+        let mut extra = Vec::new();
+        for name in self.webhook_events.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            let kind = pbx_core::events::EventType::ALL.into_iter().find(|t| t.as_str() == name).ok_or_else(|| {
+                let known: Vec<_> = pbx_core::events::EventType::ALL.iter().map(|t| t.as_str()).collect();
+                invalid("--webhook-events", format!("unknown event type {name:?}; known: {}", known.join(", ")))
+            })?;
+            extra.push(kind);
+        }
+        let config = WebhookConfig {
+            endpoints: urls,
+            secrets,
+            events: pbx_core::webhooks::WebhookEvents { extra },
+            policy: RetryPolicy {
+                initial_interval: Duration::from_secs(5).min(self.webhook_max_interval),
+                backoff_coefficient: 2.0,
+                maximum_interval: self.webhook_max_interval,
+                maximum_attempts: self.webhook_max_attempts,
+                jitter: pbx_core::retry::Jitter::Equal,
+            },
+            timeout: self.webhook_timeout,
+            concurrency: self.webhook_concurrency,
+        };
+        config.validate()?;
+        Ok(Some(config))
     }
 
     /// The media streams' settings.

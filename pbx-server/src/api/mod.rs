@@ -23,6 +23,7 @@ pub mod packets;
 pub mod processor;
 mod spec;
 pub mod types;
+pub mod webhooks;
 pub mod ws;
 
 /// The default limit on a request body, in bytes (2 MiB).
@@ -89,6 +90,8 @@ pub(crate) enum ApiTags {
     Processor,
     /// Liveness and readiness probes.
     Health,
+    /// Completion webhooks' deliveries (role `admin`).
+    Webhooks,
 }
 
 /// Options of the HTTP app.
@@ -126,6 +129,7 @@ fn service(ctx: &Ctx, public_url: Option<&str>) -> OpenApiService<impl poem_open
         events::EventsApi { ctx: ctx.clone() },
         processor::ProcessorApi { ctx: ctx.clone() },
         health::HealthApi { ctx: ctx.clone() },
+        webhooks::WebhooksApi { ctx: ctx.clone() },
     );
     let service = OpenApiService::new(apis, "pbx", env!("CARGO_PKG_VERSION")).description(
         "Call-centre backend: ingest PBX audio packets, track each call's state and packet order, \

@@ -23,4 +23,5 @@ mod streams_audiohook;
 mod streams_audiosocket;
 mod streams_twilio;
 mod unavailable;
+mod webhooks;
 mod wiring;

@@ -281,3 +281,71 @@ async fn two_instances_share_one_event_feed() {
     drop((a, b));
     db.drop_now().await;
 }
+
+/// Webhooks with the receiver down, pbx SIGKILLed with every message undelivered, then
+/// a new instance and the receiver up: every message arrives once verified, with the
+/// webhook-id the first instance had given it.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_survive_a_receiver_outage_and_sigkill() {
+    use crate::webhooks::{Receiver, call_to, secret};
+    let db = fresh_database().await;
+    // A port nobody listens on yet: the receiver is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let key = secret(5);
+    let args = [
+        "--ai-latency-min",
+        "0s",
+        "--ai-latency-max",
+        "0s",
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        &key,
+        "--webhook-max-interval",
+        "200ms",
+    ];
+    let mut first = Spawned::start(&db, &args).await;
+    let calls = ["wk-1", "wk-2", "wk-3"];
+    for call in calls {
+        call_to(&first, call, "ARCHIVED").await;
+    }
+    // Wait (through the API) until every delivery has failed at least once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let listed = first.get("/v1/webhooks/deliveries").await;
+        let all = listed["deliveries"].as_array().unwrap().clone();
+        if all.len() == 3 && all.iter().all(|d| d["attempts"].as_u64() >= Some(1) && d["status"] == "pending") {
+            break all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deliveries never attempted: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(before.iter().all(|d| d["last_error"].as_str().is_some_and(|e| e.contains("connect"))), "{before:?}");
+    first.child.kill().await.expect("kill");
+
+    let mut receiver = Receiver::start(&[&key], &["--port", &port.to_string()]).await;
+    let second = Spawned::start(&db, &args).await;
+    let mut got = std::collections::HashMap::new();
+    while got.len() < 3 {
+        let r = receiver.next().await;
+        assert_eq!(r["verified"], json!([true]), "{r}");
+        assert_eq!(r["body"]["type"], "call.archived");
+        got.insert(r["body"]["data"]["call_id"].as_str().unwrap().to_owned(), r["webhook_id"].clone());
+    }
+    for d in &before {
+        assert_eq!(got[d["call_id"].as_str().unwrap()], d["message_id"], "the same webhook-id after the crash");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = second.get("/v1/webhooks/deliveries").await;
+        if listed["deliveries"].as_array().unwrap().iter().all(|d| d["status"] == "delivered") {
+            assert_eq!(listed["deliveries"].as_array().unwrap().len(), 3, "no event enqueued twice");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not all delivered: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((first, second, receiver));
+    db.drop_now().await;
+}

@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
-fn secret(byte: u8) -> String {
+pub(crate) fn secret(byte: u8) -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([byte; 32]))
 }
 
@@ -40,7 +40,7 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    async fn start(secrets: &[&str], extra: &[&str]) -> Self {
+    pub(crate) async fn start(secrets: &[&str], extra: &[&str]) -> Self {
         let mut cmd = Command::new(python());
         cmd.arg(repo().join("tools/webhook-receiver/receiver.py"));
         for s in secrets {
@@ -60,7 +60,7 @@ impl Receiver {
     }
 
     /// The next request it received.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
             .await
             .expect("a webhook within a minute")
@@ -75,7 +75,7 @@ fn packet(seq: u64) -> Value {
 }
 
 /// Ingests and hangs up `call`, waits for `state`.
-async fn call_to(server: &Spawned, call: &str, state: &str) {
+pub(crate) async fn call_to(server: &Spawned, call: &str, state: &str) {
     let mut feed = server.events(call).await;
     for seq in 1..=3 {
         assert_eq!(server.post(&format!("/ingest/{call}"), Some(packet(seq))).await.0, 200);

@@ -60,6 +60,8 @@ tools/test-audio/prepare.sh >/dev/null
 log "speech model venv"
 tools/whisper-server/setup.sh >/dev/null
 export PBX_WHISPER_TESTS=1
+log "webhook receiver venv (PyPI standardwebhooks)"
+tools/webhook-receiver/setup.sh >/dev/null
 log "Genesys AudioHook reference client"
 tools/audiohook-client/setup.sh >/dev/null
 export PBX_AUDIOHOOK_TESTS=1

@@ -1,7 +1,9 @@
 //! The memory store's webhook outbox: deliveries in a map, the cursor beside them,
-//! all under one lock (never taken with a call's lock held).
+//! all under one lock (never taken with a call's lock held). Pending deliveries are
+//! also indexed by when they fall due, finished ones by id, so a claim, the depth and
+//! pruning cost the same with 100,000 delivered messages as with none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,7 +26,25 @@ struct Inner {
     /// The cursor and when it last moved or was marked alive; `None` until opened.
     cursor: Option<(EventId, DateTime<Utc>)>,
     deliveries: BTreeMap<DeliveryId, Delivery>,
+    /// Pending deliveries by `next_attempt_at`.
+    due: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+    /// Delivered and dead deliveries by `finished_at`.
+    finished: BTreeSet<(DateTime<Utc>, DeliveryId)>,
     next_id: DeliveryId,
+}
+
+impl Inner {
+    /// Drops up to `limit` finished deliveries, oldest finished first, those finished
+    /// before `before`.
+    fn drop_finished(&mut self, limit: usize, before: DateTime<Utc>) -> u64 {
+        let keys: Vec<(DateTime<Utc>, DeliveryId)> =
+            self.finished.iter().take_while(|(at, _)| *at < before).take(limit).copied().collect();
+        for key in &keys {
+            self.finished.remove(key);
+            self.deliveries.remove(&key.1);
+        }
+        keys.len() as u64
+    }
 }
 
 impl Outbox {
@@ -56,6 +76,7 @@ impl Outbox {
         for new in deliveries {
             inner.next_id += 1;
             let id = inner.next_id;
+            inner.due.insert((now, id));
             inner.deliveries.insert(
                 id,
                 Delivery {
@@ -78,15 +99,8 @@ impl Outbox {
         inner.cursor = Some((to, now));
         // Finished deliveries are history: keep the newest, never a pending one.
         let excess = inner.deliveries.len().saturating_sub(KEPT_DELIVERIES);
-        let old: Vec<DeliveryId> = inner
-            .deliveries
-            .values()
-            .filter(|d| d.status != DeliveryStatus::Pending)
-            .map(|d| d.id)
-            .take(excess)
-            .collect();
-        for id in old {
-            inner.deliveries.remove(&id);
+        if excess > 0 {
+            inner.drop_finished(excess, DateTime::<Utc>::MAX_UTC);
         }
         Ok(true)
     }
@@ -101,23 +115,19 @@ impl Outbox {
         check_limit(limit)?;
         let lease = chrono::Duration::from_std(lease).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let mut inner = self.inner();
-        let mut due: Vec<(DateTime<Utc>, DeliveryId)> = inner
-            .deliveries
-            .values()
-            .filter(|d| d.status == DeliveryStatus::Pending && d.next_attempt_at.is_some_and(|at| at <= now))
-            .map(|d| (d.next_attempt_at.unwrap_or(now), d.id))
-            .collect();
-        due.sort_unstable();
-        due.truncate(limit);
-        Ok(due
-            .into_iter()
-            .filter_map(|(_, id)| {
-                let d = inner.deliveries.get_mut(&id)?;
+        let due: Vec<(DateTime<Utc>, DeliveryId)> =
+            inner.due.iter().take_while(|(at, _)| *at <= now).take(limit).copied().collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for key in due {
+            inner.due.remove(&key);
+            inner.due.insert((now + lease, key.1));
+            if let Some(d) = inner.deliveries.get_mut(&key.1) {
                 d.attempts += 1;
                 d.next_attempt_at = Some(now + lease);
-                Some(d.clone())
-            })
-            .collect())
+                claimed.push(d.clone());
+            }
+        }
+        Ok(claimed)
     }
 
     pub(crate) fn finish(&self, id: DeliveryId, attempt: u32, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> bool {
@@ -126,6 +136,7 @@ impl Outbox {
         if d.status != DeliveryStatus::Pending || d.attempts != attempt {
             return false;
         }
+        let was_due = d.next_attempt_at;
         match outcome {
             DeliveryOutcome::Delivered => {
                 d.status = DeliveryStatus::Delivered;
@@ -143,6 +154,16 @@ impl Outbox {
                 d.finished_at = Some(now);
             }
         }
+        let (now_due, finished_at) = (d.next_attempt_at, d.finished_at);
+        if let Some(at) = was_due {
+            inner.due.remove(&(at, id));
+        }
+        if let Some(at) = now_due {
+            inner.due.insert((at, id));
+        }
+        if let Some(at) = finished_at {
+            inner.finished.insert((at, id));
+        }
         true
     }
 
@@ -159,14 +180,27 @@ impl Outbox {
         if d.status != DeliveryStatus::Dead {
             return Redelivery::NotDead(d.clone());
         }
+        let finished_at = d.finished_at;
         d.status = DeliveryStatus::Pending;
         d.attempts = 0;
         d.next_attempt_at = Some(now);
         d.finished_at = None;
-        Redelivery::Retried(d.clone())
+        let retried = d.clone();
+        if let Some(at) = finished_at {
+            inner.finished.remove(&(at, id));
+        }
+        inner.due.insert((now, id));
+        Redelivery::Retried(retried)
     }
 
     pub(crate) fn depth(&self) -> u64 {
-        self.inner().deliveries.values().filter(|d| d.status == DeliveryStatus::Pending).count() as u64
+        self.inner().due.len() as u64
+    }
+
+    pub(crate) fn prune(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        if limit > pbx_core::webhooks::MAX_DELIVERY_PAGE {
+            check_limit(limit)?;
+        }
+        Ok(self.inner().drop_finished(limit, before))
     }
 }

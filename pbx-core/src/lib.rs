@@ -17,6 +17,7 @@
 //! - [`media`]: media formats, G.711 decoding, audio assembly and WAV framing.
 //! - [`store`], [`ai`]: the two boundaries.
 //! - [`gateway`]: the orchestration: group-commit ingest, events, the processor.
+//! - [`retention`]: how long finished calls keep their packets, and themselves.
 //! - [`webhooks`]: the completion webhooks' durable outbox, on the event log.
 //! - `testkit` (feature): the conformance suite every backend runs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -30,6 +31,7 @@ pub mod media;
 pub mod metrics;
 pub mod ordering;
 pub mod packet;
+pub mod retention;
 pub mod retry;
 pub mod state;
 pub mod store;

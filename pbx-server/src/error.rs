@@ -58,6 +58,10 @@ pub enum ApiError {
     /// declared with another media format.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The call's packets were deleted by retention (`--retain-packets`): the call,
+    /// its counters and its result remain, its audio does not.
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
     /// The body or the batch is larger than allowed.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -122,6 +127,7 @@ impl ApiError {
             | ApiError::Forbidden(b)
             | ApiError::NotFound(b)
             | ApiError::Conflict(b)
+            | ApiError::Gone(b)
             | ApiError::PayloadTooLarge(b)
             | ApiError::UnsupportedMediaType(b)
             | ApiError::Internal(b)
@@ -144,6 +150,8 @@ pub mod status {
     pub const BODY: u16 = 1 << 4;
     /// 500 and 503: the store failed or is unavailable, or the server is stopping.
     pub const STORE: u16 = 1 << 5;
+    /// 410: the call's packets were deleted by retention.
+    pub const GONE: u16 = 1 << 6;
 
     /// The bit of `status`, 0 for a status no [`super::ApiError`] has.
     pub const fn bit(status: u16) -> u16 {
@@ -152,6 +160,7 @@ pub mod status {
             401 | 403 => AUTH,
             404 => NOT_FOUND,
             409 => CONFLICT,
+            410 => GONE,
             413 | 415 => BODY,
             500 | 503 => STORE,
             _ => 0,
@@ -275,6 +284,7 @@ impl From<GatewayError> for ApiError {
             // The request is fine; the call's audio is what a WAV cannot hold.
             GatewayError::Audio(_) => ApiError::Conflict(ErrorBody::new("audio_too_long", e.to_string())),
             GatewayError::ShuttingDown => ApiError::unavailable("shutting_down", e.to_string()),
+            GatewayError::PacketsSwept { .. } => ApiError::Gone(ErrorBody::new("packets_deleted", e.to_string())),
             _ if e.is_retryable() => ApiError::unavailable("unavailable", e.to_string()),
             _ => {
                 tracing::error!(error = &e as &dyn std::error::Error, "gateway failure");
@@ -347,6 +357,11 @@ mod tests {
             (StoreError::unavailable("down").into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             (GatewayError::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             (GatewayError::NoAudio { call_id: call() }, StatusCode::CONFLICT, "no_audio"),
+            (
+                GatewayError::PacketsSwept { call_id: call(), swept_at: chrono::DateTime::UNIX_EPOCH },
+                StatusCode::GONE,
+                "packets_deleted",
+            ),
             (
                 StoreError::FormatConflict {
                     call_id: call(),

@@ -37,8 +37,9 @@ use pbx_core::ai::AiResult;
 use pbx_core::events::{EventBody, EventId, EventPage, anomaly_event_due};
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::MediaFormat;
-use pbx_core::ordering::{OrderingCounters, OrderingReport, missing_ranges};
+use pbx_core::ordering::{OrderingCounters, OrderingReport, SeqRange, missing_ranges};
 use pbx_core::packet::{NewPacket, StoredPacket};
+use pbx_core::retention::{KEPT_MISSING_RANGES, MAX_SWEEP_BATCH, PacketsSwept, Swept, kept_report};
 use pbx_core::state::{CallState, Transition, Trigger, transition};
 use pbx_core::store::{
     Appended, AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, CallSummary, Claim, Lease, ListQuery,
@@ -64,8 +65,28 @@ pub struct MemoryCallStore {
     /// and `next_due_at` read it instead of scanning every call. Updated under the call's
     /// lock (lock order: a call, then this), and never touched by appends.
     due: Mutex<BTreeSet<(DateTime<Utc>, CallId)>>,
+    /// Finished calls, for retention's sweeps ([`Call::retention_keys`]); kept in step
+    /// like `due`, with the same lock order.
+    finished: Mutex<Finished>,
     /// The webhook outbox.
     outbox: outbox::Outbox,
+}
+
+/// Finished calls by when they finished.
+#[derive(Debug, Default)]
+struct Finished {
+    /// ARCHIVED and FAILED calls: what `sweep_calls` reads.
+    terminal: BTreeSet<(DateTime<Utc>, CallId)>,
+    /// ARCHIVED calls that still have their packets: what `sweep_packets` reads.
+    with_packets: BTreeSet<(DateTime<Utc>, CallId)>,
+}
+
+/// What a call keeps once its packets are swept.
+#[derive(Debug, Clone)]
+struct SweptPackets {
+    info: PacketsSwept,
+    /// Per channel: the lowest missing ranges, and whether there were more.
+    kept: Vec<(Vec<SeqRange>, bool)>,
 }
 
 /// One call and its packets.
@@ -90,6 +111,10 @@ struct Call {
     last_packet_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    swept: Option<SweptPackets>,
+    /// Deleted by `sweep_calls`: whoever looked the call up before it went and locks
+    /// it after finds it gone (an append then creates the call anew).
+    deleted: bool,
 }
 
 fn lock(call: &Mutex<Call>) -> MutexGuard<'_, Call> {
@@ -122,7 +147,41 @@ impl Call {
             last_packet_at: now,
             completed_at: None,
             finished_at: None,
+            swept: None,
+            deleted: false,
         }
+    }
+
+    /// The call's keys in [`Finished`]: `(terminal, with_packets)`.
+    fn retention_keys(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let finished = self.finished_at.filter(|_| self.state.is_terminal());
+        let with_packets = finished.filter(|_| self.state == CallState::Archived && self.swept.is_none());
+        (finished, with_packets)
+    }
+
+    /// [`StoreError::NotFound`] once deleted.
+    fn live(&self) -> Result<(), StoreError> {
+        if self.deleted { Err(StoreError::NotFound { call_id: self.id.clone() }) } else { Ok(()) }
+    }
+
+    /// Deletes the packets, keeping what [`SweptPackets`] says.
+    fn sweep_packets(&mut self, now: DateTime<Utc>) -> u64 {
+        let kept = (0u8..)
+            .zip(&self.counters)
+            .map(|(channel, counters)| {
+                if counters.missing() == 0 {
+                    return (Vec::new(), false);
+                }
+                let seqs = self.packets.range((channel, 0)..=(channel, u64::MAX)).map(|(&(_, seq), _)| seq);
+                missing_ranges(seqs, KEPT_MISSING_RANGES)
+            })
+            .collect();
+        let packets = self.packets.len() as u64;
+        let bytes = self.packets.values().map(|p| p.data.bytes().len() as u64).sum();
+        self.packets = BTreeMap::new();
+        self.swept = Some(SweptPackets { info: PacketsSwept { swept_at: now, packets, bytes }, kept });
+        self.updated_at = now;
+        packets
     }
 
     fn apply(&self, trigger: Trigger) -> Result<Transition, StoreError> {
@@ -195,6 +254,9 @@ impl Call {
             .iter()
             .zip(0u8..)
             .map(|(counters, channel)| {
+                if let Some((kept, truncated)) = self.swept.as_ref().and_then(|s| s.kept.get(usize::from(channel))) {
+                    return kept_report(*counters, kept, *truncated, max_missing_ranges);
+                }
                 let (missing, truncated) = if counters.missing() == 0 {
                     (Vec::new(), false)
                 } else {
@@ -221,6 +283,7 @@ impl Call {
             last_packet_at: self.last_packet_at,
             completed_at: self.completed_at,
             finished_at: self.finished_at,
+            packets_swept: self.swept.as_ref().map(|s| s.info),
         }
     }
 }
@@ -268,7 +331,11 @@ impl MemoryCallStore {
     fn with_call_or_create<T>(&self, call_id: &CallId, now: DateTime<Utc>, f: impl FnOnce(&mut Call, bool) -> T) -> T {
         let existing = self.read().get(call_id).cloned();
         if let Some(call) = existing {
-            return f(&mut lock(&call), false);
+            let mut guard = lock(&call);
+            if !guard.deleted {
+                return f(&mut guard, false);
+            }
+            // Deleted since the lookup, and gone from the map: start the call anew.
         }
         let fresh = Arc::new(Mutex::new(Call::new(call_id.clone(), now)));
         let mut guard = lock(&fresh);
@@ -285,6 +352,8 @@ impl MemoryCallStore {
         match raced {
             Some(call) => {
                 drop(guard);
+                // Published by another append (`sweep_calls` never deletes a call that
+                // is still IN_PROGRESS, so it is live).
                 f(&mut lock(&call), false)
             }
             None => f(&mut guard, true),
@@ -315,9 +384,28 @@ impl MemoryCallStore {
         call: &mut Call,
         write: impl FnOnce(&mut Call) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        call.live()?;
         let before = call.due_at();
+        let keys_before = call.retention_keys();
         let out = write(call);
         let after = call.due_at();
+        let keys_after = call.retention_keys();
+        if keys_before != keys_after {
+            let mut finished = self.finished_index();
+            let Finished { terminal, with_packets } = &mut *finished;
+            let id = &call.id;
+            for (set, was, is) in [(terminal, keys_before.0, keys_after.0), (with_packets, keys_before.1, keys_after.1)]
+            {
+                if was != is {
+                    if let Some(at) = was {
+                        set.remove(&(at, id.clone()));
+                    }
+                    if let Some(at) = is {
+                        set.insert((at, id.clone()));
+                    }
+                }
+            }
+        }
         if before != after {
             let mut due = self.due_index();
             if let Some(at) = before {
@@ -328,6 +416,25 @@ impl MemoryCallStore {
             }
         }
         out
+    }
+
+    fn finished_index(&self) -> MutexGuard<'_, Finished> {
+        // Every update is a remove and an insert; a panic cannot leave it half done.
+        self.finished.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Up to `limit` calls of `pick`'s set in [`Finished`] finished before `before`.
+    fn finished_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        pick: impl Fn(&Finished) -> &BTreeSet<(DateTime<Utc>, CallId)>,
+    ) -> Result<Vec<CallId>, StoreError> {
+        if limit > MAX_SWEEP_BATCH {
+            return Err(StoreError::InvalidArgument(format!("limit must be 0..={MAX_SWEEP_BATCH}, got {limit}")));
+        }
+        let index = self.finished_index();
+        Ok(pick(&index).iter().take_while(|(at, _)| *at < before).take(limit).map(|(_, id)| id.clone()).collect())
     }
 
     fn due_index(&self) -> MutexGuard<'_, BTreeSet<(DateTime<Utc>, CallId)>> {
@@ -413,6 +520,7 @@ impl CallStore for MemoryCallStore {
     async fn get(&self, call_id: &CallId, max_missing_ranges: usize) -> Result<CallSnapshot, StoreError> {
         let call = self.call(call_id)?;
         let call = lock(&call);
+        call.live()?;
         Ok(call.snapshot(max_missing_ranges))
     }
 
@@ -433,7 +541,7 @@ impl CallStore for MemoryCallStore {
         let mut calls = Vec::with_capacity(query.limit.min(candidates.len()));
         for (_, call) in candidates {
             let call = lock(&call);
-            if query.state.is_some_and(|s| s != call.state) {
+            if call.deleted || query.state.is_some_and(|s| s != call.state) {
                 continue;
             }
             calls.push(CallSummary {
@@ -680,6 +788,59 @@ impl CallStore for MemoryCallStore {
         })
     }
 
+    async fn sweep_packets(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        for id in self.finished_before(finished_before, limit, |f| &f.with_packets)? {
+            let Ok(call) = self.call(&id) else { continue };
+            let mut call = lock(&call);
+            let (_, with_packets) = call.retention_keys();
+            if call.deleted || with_packets.is_none_or(|at| at >= finished_before) {
+                continue;
+            }
+            swept.packets += call.sweep_packets(now);
+            swept.calls += 1;
+            if let Some(at) = with_packets {
+                self.finished_index().with_packets.remove(&(at, id));
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn sweep_calls(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        for id in self.finished_before(finished_before, limit, |f| &f.terminal)? {
+            let Ok(call) = self.call(&id) else { continue };
+            let mut call = lock(&call);
+            let (terminal, with_packets) = call.retention_keys();
+            if call.deleted || terminal.is_none_or(|at| at >= finished_before) {
+                continue;
+            }
+            call.deleted = true;
+            swept.calls += 1;
+            swept.packets += std::mem::take(&mut call.packets).len() as u64;
+            let mut index = self.finished_index();
+            if let Some(at) = terminal {
+                index.terminal.remove(&(at, id.clone()));
+            }
+            if let Some(at) = with_packets {
+                index.with_packets.remove(&(at, id.clone()));
+            }
+            drop(index);
+            // Lock order: a call, then the map (as a new call is published).
+            self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+        }
+        Ok(swept)
+    }
+
+    async fn prune_deliveries(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        self.outbox.prune(before, limit)
+    }
+
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.due_index().first().map(|(at, _)| *at))
     }
@@ -687,7 +848,12 @@ impl CallStore for MemoryCallStore {
     async fn count_by_state(&self) -> Result<Vec<(CallState, u64)>, StoreError> {
         let mut counts: Vec<(CallState, u64)> = Vec::new();
         for call in self.all() {
-            let state = lock(&call).state;
+            let call = lock(&call);
+            if call.deleted {
+                continue;
+            }
+            let state = call.state;
+            drop(call);
             match counts.iter_mut().find(|(s, _)| *s == state) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((state, 1)),

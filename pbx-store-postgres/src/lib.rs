@@ -53,6 +53,7 @@ use pbx_core::events::{EventBody, EventId, EventPage};
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::MediaFormat;
 use pbx_core::packet::{NewPacket, StoredPacket};
+use pbx_core::retention::Swept;
 use pbx_core::state::{CallState, Transition};
 use pbx_core::store::{
     AttemptFailure, AttemptRef, CallPage, CallSnapshot, CallStore, Claim, ListQuery, Opened, PacketOutcome, PoolStats,
@@ -69,6 +70,7 @@ mod listener;
 mod open;
 mod outbox;
 mod reads;
+mod retention;
 mod rows;
 mod stats;
 mod work;
@@ -343,6 +345,23 @@ impl CallStore for PgCallStore {
 
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         events::prune(&self.pool, before, limit).await
+    }
+
+    async fn sweep_packets(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Swept, StoreError> {
+        retention::sweep_packets(&self.pool, finished_before, limit, now).await
+    }
+
+    async fn sweep_calls(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<Swept, StoreError> {
+        retention::sweep_calls(&self.pool, finished_before, limit).await
+    }
+
+    async fn prune_deliveries(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        retention::prune_deliveries(&self.pool, before, limit).await
     }
 
     async fn outbox_open(&self, start: EventId, now: DateTime<Utc>) -> Result<EventId, StoreError> {

@@ -7,7 +7,7 @@ use pbx_core::store::{CallPage, CallSnapshot, ListQuery, MAX_LIST_LIMIT, StoreEr
 use sqlx::PgPool;
 
 use crate::error::{CorruptRow, store_error};
-use crate::rows::{self, CallRow, ChannelRow, SummaryRow, call_columns};
+use crate::rows::{self, CallRow, ChannelRow, SummaryRow, call_columns, lowest_gaps};
 
 /// The call, its other channels' counters, and each channel's lowest missing ranges
 /// computed in the database from the stored sequences (a window over the packets'
@@ -33,22 +33,9 @@ LEFT JOIN LATERAL (
     SELECT array_agg(r.channel ORDER BY r.channel, r.first) AS gap_channels,
            array_agg(r.first ORDER BY r.channel, r.first) AS gap_firsts,
            array_agg(r.last ORDER BY r.channel, r.first) AS gap_lasts
-    FROM (
-        SELECT 0::smallint AS channel, c.highest_sequence AS highest, c.received AS received
-        UNION ALL
-        SELECT x.channel, x.highest_sequence, x.received FROM call_channels AS x WHERE x.call_id = c.call_id
-    ) AS k
-    CROSS JOIN LATERAL (
-        SELECT k.channel, s.prev + 1 AS first, s.sequence - 1 AS last
-        FROM (
-            SELECT p.sequence, lag(p.sequence, 1, 0::bigint) OVER (ORDER BY p.sequence) AS prev
-            FROM packets AS p
-            WHERE p.call_id = c.call_id AND p.channel = k.channel AND k.highest > k.received
-        ) AS s
-        WHERE s.sequence > s.prev + 1
-        ORDER BY s.sequence
-        LIMIT $2
-    ) AS r
+    FROM "#,
+    lowest_gaps!("c", "$2"),
+    r#"
 ) AS g ON true
 WHERE c.call_id = $1"#
 );

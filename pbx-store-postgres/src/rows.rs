@@ -7,6 +7,7 @@ use pbx_core::ai::{AiResult, ChannelSentiment, Segment, Sentiment, SentimentLabe
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::{AudioStats, MediaFormat};
 use pbx_core::ordering::{OrderingCounters, OrderingReport, SeqRange};
+use pbx_core::retention::{KEPT_MISSING_RANGES, PacketsSwept};
 use pbx_core::state::CallState;
 use pbx_core::store::{CallSnapshot, CallSummary, Lease, StoreError};
 
@@ -18,10 +19,49 @@ macro_rules! call_columns {
         "call_id, state, received, highest_sequence, duplicates, out_of_order, attempts, failures, \
          lease_owner, lease_expires_at, next_attempt_at, last_error, transcript, sentiment_label, \
          sentiment_score, ai_details::text AS ai_details, media_format, created_at, updated_at, \
-         last_packet_at, completed_at, finished_at"
+         last_packet_at, completed_at, finished_at, packets_swept_at, swept_packets, swept_bytes, \
+         swept_gaps::text AS swept_gaps"
     };
 }
 pub(crate) use call_columns;
+
+/// `FROM` items listing the lowest missing ranges (`r.channel`, `r.first`, `r.last`)
+/// of every channel of the call whose `calls` row (or a row with its `call_id`,
+/// `highest_sequence` and `received`) is `$call`, at most `$limit` per channel, from
+/// its stored sequences with a window over the packets' primary key. A channel's gaps
+/// are only looked for when its counters say some sequence is missing.
+macro_rules! lowest_gaps {
+    ($call:literal, $limit:literal) => {
+        concat!(
+            "(SELECT 0::smallint AS channel, ",
+            $call,
+            ".highest_sequence AS highest, ",
+            $call,
+            ".received AS received
+      UNION ALL
+      SELECT x.channel, x.highest_sequence, x.received FROM call_channels AS x WHERE x.call_id = ",
+            $call,
+            ".call_id
+    ) AS k
+    CROSS JOIN LATERAL (
+        SELECT k.channel, s.prev + 1 AS first, s.sequence - 1 AS last
+        FROM (
+            SELECT p.sequence, lag(p.sequence, 1, 0::bigint) OVER (ORDER BY p.sequence) AS prev
+            FROM packets AS p
+            WHERE p.call_id = ",
+            $call,
+            ".call_id AND p.channel = k.channel AND k.highest > k.received
+        ) AS s
+        WHERE s.sequence > s.prev + 1
+        ORDER BY s.sequence
+        LIMIT ",
+            $limit,
+            "
+    ) AS r"
+        )
+    };
+}
+pub(crate) use lowest_gaps;
 
 /// One row of `calls`.
 #[derive(Debug, sqlx::FromRow)]
@@ -48,7 +88,14 @@ pub(crate) struct CallRow {
     pub(crate) last_packet_at: DateTime<Utc>,
     pub(crate) completed_at: Option<DateTime<Utc>>,
     pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) packets_swept_at: Option<DateTime<Utc>>,
+    pub(crate) swept_packets: Option<i64>,
+    pub(crate) swept_bytes: Option<i64>,
+    pub(crate) swept_gaps: Option<String>,
 }
+
+/// A missing range kept when a call's packets were swept: channel, first, last.
+type SweptGap = (i16, i64, i64);
 
 /// A call id read back from the database.
 pub(crate) fn call_id(raw: &str) -> Result<CallId, StoreError> {
@@ -123,14 +170,44 @@ impl CallRow {
         }
     }
 
+    /// What its packets were, once swept, and the gaps kept then
+    /// (`[channel, first, last]` triples; at most `KEPT_MISSING_RANGES + 1` per channel).
+    fn swept(&self) -> Result<Option<(PacketsSwept, Vec<SweptGap>)>, StoreError> {
+        let id = self.call_id.as_str();
+        match (self.packets_swept_at, self.swept_packets, self.swept_bytes, &self.swept_gaps) {
+            (None, None, None, None) => Ok(None),
+            (Some(swept_at), Some(packets), Some(bytes), Some(gaps)) => {
+                let gaps: Vec<(i16, i64, i64)> =
+                    serde_json::from_str(gaps).map_err(|e| CorruptRow::error(id, format!("swept_gaps: {e}")))?;
+                let info = PacketsSwept {
+                    swept_at,
+                    packets: unsigned(id, "swept_packets", packets)?,
+                    bytes: unsigned(id, "swept_bytes", bytes)?,
+                };
+                Ok(Some((info, gaps)))
+            }
+            _ => Err(CorruptRow::error(id, "half a sweep record")),
+        }
+    }
+
     /// The snapshot, with each channel's counters and missing ranges ([`ChannelRow`]s,
-    /// in any order; channel 0's counters in them must be the row's own).
+    /// in any order; channel 0's counters in them must be the row's own). A call whose
+    /// packets were swept has its missing ranges from the sweep instead.
     pub(crate) fn into_snapshot(
         self,
-        channels: Vec<ChannelRow>,
+        mut channels: Vec<ChannelRow>,
         max_missing_ranges: usize,
     ) -> Result<CallSnapshot, StoreError> {
         let id = self.call_id.as_str();
+        let swept = self.swept()?;
+        let mut max_missing_ranges = max_missing_ranges;
+        if let Some((_, gaps)) = &swept {
+            max_missing_ranges = max_missing_ranges.min(KEPT_MISSING_RANGES);
+            for ch in &mut channels {
+                ch.gaps =
+                    gaps.iter().filter(|(c, _, _)| *c == ch.channel).map(|&(_, first, last)| (first, last)).collect();
+            }
+        }
         let mut channel_ordering = vec![OrderingReport { counters: self.counters()?, ..OrderingReport::default() }];
         for ch in channels {
             let channel = usize::try_from(ch.channel)
@@ -171,6 +248,7 @@ impl CallRow {
             last_packet_at: self.last_packet_at,
             completed_at: self.completed_at,
             finished_at: self.finished_at,
+            packets_swept: swept.map(|(info, _)| info),
         })
     }
 }

@@ -12,6 +12,7 @@ use crate::id::CallId;
 use crate::media::{AssembleError, MediaFormat, PcmAudio};
 use crate::ordering::DEFAULT_MAX_MISSING_RANGES;
 use crate::packet::{NewPacket, Packet, PacketError, PacketLimits, StoredPacket};
+use crate::retention::Swept;
 use crate::state::Transition;
 use crate::store::{
     Appended, CallPage, CallSnapshot, CallStore, ListQuery, Opened, PacketOutcome, PacketRejection, StoreError,
@@ -139,6 +140,15 @@ pub enum GatewayError {
     NoAudio {
         /// The call.
         call_id: CallId,
+    },
+    /// The call's packets were deleted by retention ([`crate::retention`]): no audio,
+    /// recording or packets to read any more.
+    #[error("the packets of call {call_id} were deleted by retention at {swept_at}")]
+    PacketsSwept {
+        /// The call.
+        call_id: CallId,
+        /// When they were deleted.
+        swept_at: chrono::DateTime<chrono::Utc>,
     },
     /// The store failed (see [`StoreError`]: not found, invalid transition, unavailable...).
     #[error(transparent)]
@@ -310,7 +320,7 @@ impl Gateway {
     /// A call's whole audio, assembled (what the AI receives). For long calls prefer
     /// [`Gateway::recording`], which streams.
     pub async fn audio(&self, call_id: &CallId) -> Result<(MediaFormat, PcmAudio), GatewayError> {
-        let snapshot = self.call(call_id).await?;
+        let snapshot = self.call_with_packets(call_id).await?;
         let format = self.media_format(&snapshot);
         let packets = self.shared.store.packets(call_id).await?;
         if packets.is_empty() {
@@ -322,7 +332,7 @@ impl Gateway {
     /// A call's recording as a streamed WAV: the header and length now, the PCM page by
     /// page ([`Recording::next_chunk`]).
     pub async fn recording(&self, call_id: &CallId) -> Result<Recording, GatewayError> {
-        let snapshot = self.call(call_id).await?;
+        let snapshot = self.call_with_packets(call_id).await?;
         let format = self.media_format(&snapshot);
         Recording::open(self.shared.store.clone(), snapshot, format).await
     }
@@ -363,8 +373,20 @@ impl Gateway {
         Ok(self.shared.store.get(call_id, self.config.max_missing_ranges).await?)
     }
 
-    /// A call's packets in sequence order.
+    /// A call's snapshot, [`GatewayError::PacketsSwept`] when retention deleted its
+    /// packets.
+    async fn call_with_packets(&self, call_id: &CallId) -> Result<CallSnapshot, GatewayError> {
+        let snapshot = self.call(call_id).await?;
+        match snapshot.packets_swept {
+            Some(swept) => Err(GatewayError::PacketsSwept { call_id: call_id.clone(), swept_at: swept.swept_at }),
+            None => Ok(snapshot),
+        }
+    }
+
+    /// A call's packets in sequence order ([`GatewayError::PacketsSwept`] once
+    /// retention deleted them).
     pub async fn packets(&self, call_id: &CallId) -> Result<Vec<StoredPacket>, GatewayError> {
+        self.call_with_packets(call_id).await?;
         Ok(self.shared.store.packets(call_id).await?)
     }
 
@@ -385,9 +407,36 @@ impl Gateway {
         Ok(self.shared.store.record_event(call_id, event, now).await?)
     }
 
+    /// One batch of retention's packets rule: deletes the packets of up to `limit`
+    /// calls ARCHIVED more than `older_than` ago ([`CallStore::sweep_packets`]).
+    pub async fn sweep_packets(&self, older_than: Duration, limit: usize) -> Result<Swept, GatewayError> {
+        let now = self.shared.clock.now();
+        Ok(self.shared.store.sweep_packets(before(now, older_than), limit, now).await?)
+    }
+
+    /// One batch of retention's calls rule: deletes up to `limit` calls finished
+    /// more than `older_than` ago ([`CallStore::sweep_calls`]).
+    pub async fn sweep_calls(&self, older_than: Duration, limit: usize) -> Result<Swept, GatewayError> {
+        let now = self.shared.clock.now();
+        Ok(self.shared.store.sweep_calls(before(now, older_than), limit).await?)
+    }
+
+    /// Drops up to `limit` webhook deliveries finished more than `older_than` ago.
+    pub async fn prune_deliveries(&self, older_than: Duration, limit: usize) -> Result<u64, GatewayError> {
+        let now = self.shared.clock.now();
+        Ok(self.shared.store.prune_deliveries(before(now, older_than), limit).await?)
+    }
+
     /// Drops the log's events older than `older_than` (at most `limit`); how many.
     pub async fn prune_events(&self, older_than: Duration, limit: usize) -> Result<u64, GatewayError> {
-        let before = self.shared.clock.now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-        Ok(self.shared.store.prune_events(before, limit).await?)
+        Ok(self.shared.store.prune_events(before(self.shared.clock.now(), older_than), limit).await?)
     }
+}
+
+/// `now - ago`, or the earliest time there is when `ago` reaches further back.
+fn before(now: chrono::DateTime<chrono::Utc>, ago: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| now.checked_sub_signed(ago))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }

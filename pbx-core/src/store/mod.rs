@@ -190,6 +190,9 @@ pub struct CallSnapshot {
     pub completed_at: Option<DateTime<Utc>>,
     /// When it reached ARCHIVED or FAILED.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What its packets were, once retention deleted them ([`crate::retention`]);
+    /// `None` while the call keeps them.
+    pub packets_swept: Option<crate::retention::PacketsSwept>,
 }
 
 /// A connection pool's use ([`CallStore::pool_stats`]).
@@ -539,6 +542,44 @@ pub trait CallStore: Send + Sync + 'static {
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         let _ = (before, limit);
         Ok(0)
+    }
+
+    /// Deletes the packets of up to `limit` (0 ..= [`MAX_SWEEP_BATCH`](crate::retention::MAX_SWEEP_BATCH))
+    /// ARCHIVED calls finished before `finished_before` that still have them, oldest
+    /// finished first, in one short step that skips calls someone else holds. Each
+    /// keeps its counters, its lowest [`KEPT_MISSING_RANGES`](crate::retention::KEPT_MISSING_RANGES)
+    /// missing ranges per channel, its result, and records [`PacketsSwept`](crate::retention::PacketsSwept)
+    /// at `now` (also its `updated_at`). A call's packets are swept once. The default
+    /// sweeps nothing: an error.
+    async fn sweep_packets(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<crate::retention::Swept, StoreError> {
+        let _ = (finished_before, limit, now);
+        Err(StoreError::backend("this store does not sweep packets"))
+    }
+
+    /// Deletes up to `limit` (0 ..= `MAX_SWEEP_BATCH`) ARCHIVED or FAILED calls
+    /// finished before `finished_before`, oldest finished first, with their packets and
+    /// counters, in one short step that skips calls someone else holds. The default
+    /// deletes nothing: an error.
+    async fn sweep_calls(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<crate::retention::Swept, StoreError> {
+        let _ = (finished_before, limit);
+        Err(StoreError::backend("this store does not sweep calls"))
+    }
+
+    /// Drops up to `limit` (0 ..= `MAX_DELIVERY_PAGE`) finished webhook deliveries
+    /// (delivered or dead) that finished before `before`, oldest finished first; returns how
+    /// many. Pending deliveries are never dropped.
+    async fn prune_deliveries(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let _ = (before, limit);
+        Err(no_outbox())
     }
 
     /// The webhook outbox's cursor ([`crate::webhooks`]): the event id up to which

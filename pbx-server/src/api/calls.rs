@@ -11,15 +11,16 @@ use super::constraints::{CallIdParam, Constrained, CursorRule, PageLimitRule, St
 use super::types::{CallPageView, CallView, TransitionView};
 use super::{ApiTags, Ctx};
 use crate::auth::{Auth, Role};
-use crate::error::status::{AUTH, BAD_REQUEST, CONFLICT, NOT_FOUND, STORE};
+use crate::error::status::{AUTH, BAD_REQUEST, CONFLICT, GONE, NOT_FOUND, STORE};
 use crate::error::{ApiError, Errors};
 
 /// A hang-up: a bad id, the key, an unknown call, the store.
 const COMPLETE: u16 = BAD_REQUEST | AUTH | NOT_FOUND | STORE;
 /// A read of one call: the same.
 const READ: u16 = BAD_REQUEST | AUTH | NOT_FOUND | STORE;
-/// A recording: also 409 (no audio, or too much for a WAV).
-const RECORDING: u16 = READ | CONFLICT;
+/// A recording: also 409 (no audio, or too much for a WAV) and 410 (packets deleted
+/// by retention).
+const RECORDING: u16 = READ | CONFLICT | GONE;
 /// A listing: bad parameters, the key, the store.
 const LIST: u16 = BAD_REQUEST | AUTH | STORE;
 /// A re-drive: also 409 (the call is not FAILED).
@@ -78,7 +79,10 @@ impl CallsApi {
     /// audio: 409 `no_audio` (not an empty WAV, so that a player never shows a 0 s
     /// recording as if it were one); nor does a call whose highest sequence makes a
     /// file longer than 12 hours or than a WAV can hold: 409 `audio_too_long`. Works
-    /// in any state, also while the call streams.
+    /// in any state, also while the call streams. Once retention (`--retain-packets`)
+    /// deleted the call's packets: 410 `packets_deleted`, saying when (the call itself,
+    /// its counters and result remain, and `packets_swept` in its view says what the
+    /// packets were).
     #[oai(path = "/v1/calls/:call_id/recording.wav", method = "get", operation_id = "get_recording")]
     async fn recording(
         &self,

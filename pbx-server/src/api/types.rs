@@ -432,6 +432,22 @@ pub struct CallView {
     /// When it reached ARCHIVED or FAILED.
     #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the call's packets were, once retention (`--retain-packets`) deleted
+    /// them; `null` while it keeps them. Its counters, missing ranges (the lowest 1,000
+    /// per channel) and result stay; its recording and packets answer 410.
+    #[oai(nullable)]
+    pub packets_swept: Option<PacketsSweptView>,
+}
+
+/// What a call's packets were, once deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct PacketsSweptView {
+    /// When they were deleted.
+    pub swept_at: DateTime<Utc>,
+    /// How many there were, every channel.
+    pub packets: u64,
+    /// Their payloads' bytes.
+    pub bytes: u64,
 }
 
 /// One timed piece of a transcript.
@@ -531,6 +547,11 @@ impl From<CallSnapshot> for CallView {
             last_packet_at: s.last_packet_at,
             completed_at: s.completed_at,
             finished_at: s.finished_at,
+            packets_swept: s.packets_swept.map(|p| PacketsSweptView {
+                swept_at: p.swept_at,
+                packets: p.packets,
+                bytes: p.bytes,
+            }),
         }
     }
 }

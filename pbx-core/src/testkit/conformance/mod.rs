@@ -30,6 +30,7 @@ mod lifecycle;
 mod listing;
 mod model;
 mod packets;
+mod retention;
 mod webhooks;
 mod work;
 
@@ -39,6 +40,7 @@ pub use lifecycle::*;
 pub use listing::*;
 pub use model::*;
 pub use packets::*;
+pub use retention::*;
 pub use webhooks::*;
 pub use work::*;
 
@@ -97,6 +99,10 @@ macro_rules! call_store_conformance {
             deliveries_are_claimed_fenced_retried_and_redriven,
             concurrent_delivery_claimers_take_each_once,
             pruning_keeps_what_the_outbox_has_not_enqueued,
+            sweeping_packets_keeps_the_call_and_its_summary,
+            sweeping_packets_keeps_the_lowest_missing_ranges,
+            sweeping_calls_deletes_finished_calls_only,
+            finished_deliveries_are_pruned_pending_ones_kept,
         );
     };
     (@cases #[$meta:meta] $args:tt $make:tt; $($case:ident),* $(,)?) => {

@@ -168,6 +168,7 @@ impl Model {
             last_packet_at: now,
             completed_at: None,
             finished_at: None,
+            packets_swept: None,
         };
         self.calls.insert(id.clone(), ModelCall { snap, packets: BTreeMap::new() });
         Ok(Opened { created: true, state: CallState::InProgress })
@@ -197,6 +198,7 @@ impl Model {
                         last_packet_at: now,
                         completed_at: None,
                         finished_at: None,
+                        packets_swept: None,
                     },
                     packets: BTreeMap::new(),
                 }

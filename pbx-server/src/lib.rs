@@ -14,7 +14,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pbx_core::ai::AiClient;
 use pbx_core::gateway::{Gateway, Processor, ProcessorHandle};
@@ -31,6 +30,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod housekeeping;
 pub mod metrics;
 pub mod settings;
 pub mod streams;
@@ -118,6 +118,7 @@ pub struct Server {
     closing: watch::Sender<bool>,
     /// The completion webhooks, when `--webhook-url` is set.
     webhooks: Option<Arc<webhooks::Webhooks>>,
+    housekeeping: housekeeping::Housekeeping,
 }
 
 impl std::fmt::Debug for Server {
@@ -143,7 +144,9 @@ impl Server {
         ai: Arc<dyn AiClient>,
     ) -> Result<Self, ServerError> {
         settings.check_exposure()?;
+        let housekeeping_config = settings.housekeeping_config()?;
         let gateway = Gateway::new(store, settings.gateway_config()).map_err(|e| ServerError::Config(e.to_string()))?;
+        let housekeeping = housekeeping::Housekeeping::new(gateway.clone(), housekeeping_config);
         let processor = if settings.no_processor {
             None
         } else {
@@ -225,6 +228,7 @@ impl Server {
             settings,
             closing,
             webhooks,
+            housekeeping,
         })
     }
 
@@ -258,12 +262,13 @@ impl Server {
             streams,
             audiosocket,
             metrics,
-            gateway,
+            gateway: _,
             processor,
             app,
             settings,
             closing,
             webhooks,
+            housekeeping,
         } = self;
         let grace = settings.shutdown_grace;
         let (stop, stopped) = watch::channel(false);
@@ -271,7 +276,7 @@ impl Server {
         let mut processor_stopped = stopped.clone();
         let mut metrics_stopped = stopped.clone();
         let mut audiosocket_stopped = stopped.clone();
-        let mut pruner_stopped = stopped.clone();
+        let pruner_stopped = stopped.clone();
         let webhooks_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
@@ -320,20 +325,7 @@ impl Server {
             })
             .await;
         };
-        let retention = settings.event_retention;
-        let prune_events = async move {
-            if retention.is_zero() {
-                return;
-            }
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = pruner_stopped.wait_for(|s| *s) => return,
-                }
-                prune(&gateway, retention).await;
-            }
-        };
+        let prune_events = housekeeping.run(pruner_stopped);
         let stop_processor = async move {
             let _ = processor_stopped.wait_for(|s| *s).await;
             if let Some(processor) = processor {
@@ -350,30 +342,6 @@ impl Server {
         tracing::info!("stopped");
         served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
         metrics_served
-    }
-}
-
-/// Drops the events older than `retention`, in batches that never hold the log long.
-async fn prune(gateway: &Gateway, retention: Duration) {
-    const BATCH: usize = 5_000;
-    let mut dropped = 0;
-    loop {
-        match gateway.prune_events(retention, BATCH).await {
-            Ok(n) => {
-                dropped += n;
-                if n < BATCH as u64 {
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "pruning the event log failed; trying again in a minute");
-                break;
-            }
-        }
-    }
-    if dropped > 0 {
-        tracing::info!(dropped, ?retention, "pruned old events");
-        ::metrics::counter!("pbx_events_pruned_total").increment(dropped);
     }
 }
 

@@ -99,6 +99,21 @@ fn describe() {
         crate::webhooks::EVENTS_MISSED,
         "Events that got no webhook because the log dropped them before the outbox read them."
     );
+    describe_counter!("pbx_events_pruned_total", "Events dropped from the log by --event-retention.");
+    describe_counter!(
+        crate::housekeeping::SWEPT_CALLS,
+        "Calls swept by retention, by rule (packets: their packets deleted; calls: deleted)."
+    );
+    describe_counter!(crate::housekeeping::SWEPT_PACKETS, "Packets deleted by retention, by rule.");
+    describe_counter!(
+        crate::housekeeping::DELIVERIES_PRUNED,
+        "Finished webhook deliveries deleted by --retain-deliveries."
+    );
+    describe_histogram!(
+        crate::housekeeping::SWEEP_SECONDS,
+        Unit::Seconds,
+        "Time one housekeeping run (pruning and retention sweeps) took."
+    );
 }
 
 /// The `outcome` label of one packet's answer.
@@ -181,6 +196,10 @@ impl MetricsEndpoint {
             let status = processor.status();
             metrics::gauge!("pbx_ai_requests_in_flight").set(status.ai_requests_in_flight as f64);
             metrics::gauge!("pbx_ai_attempts_in_flight").set(status.attempts_in_flight as f64);
+        }
+        // A store without an outbox has no depth to show.
+        if let Ok(depth) = store.outbox_depth().await {
+            metrics::gauge!(crate::webhooks::OUTBOX_DEPTH).set(depth as f64);
         }
         metrics::gauge!("pbx_event_subscribers").set(self.gateway.subscriber_count() as f64);
         if let Some(streams) = &self.streams {

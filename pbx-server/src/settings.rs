@@ -172,10 +172,33 @@ pub struct Settings {
     pub stream_idle_timeout: Duration,
 
     /// How long the event log keeps events (what `since` can replay); older ones are
-    /// pruned every minute, and a feed asking for them gets `resync`. 0 keeps them
-    /// (the memory store keeps its newest 100,000 whatever this says).
+    /// pruned every `--sweep-interval`, and a feed asking for them gets `resync`. 0
+    /// keeps them (the memory store keeps its newest 100,000 whatever this says).
     #[arg(long, env = "PBX_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub event_retention: Duration,
+
+    /// Delete the packets of calls ARCHIVED longer ago than this (e.g. `30d`), keeping
+    /// the call, its counters, missing ranges, transcript and a record of the packets;
+    /// its recording then answers 410. FAILED calls keep theirs for a re-drive. Unset
+    /// (the default) keeps packets forever.
+    #[arg(long, env = "PBX_RETAIN_PACKETS", value_parser = parse_duration)]
+    pub retain_packets: Option<Duration>,
+
+    /// Delete calls ARCHIVED or FAILED longer ago than this (e.g. `365d`), with
+    /// everything they hold; at least `--retain-packets`. Unset (the default) keeps
+    /// calls forever.
+    #[arg(long, env = "PBX_RETAIN_CALLS", value_parser = parse_duration)]
+    pub retain_calls: Option<Duration>,
+
+    /// Delete webhook deliveries delivered or dead longer ago than this (pending ones
+    /// are never deleted). 0 keeps them (the memory store keeps its newest 100,000).
+    #[arg(long, env = "PBX_RETAIN_DELIVERIES", default_value = "7d", value_parser = parse_duration)]
+    pub retain_deliveries: Duration,
+
+    /// How often the housekeeping runs: event pruning and the retention sweeps, each in
+    /// small batches.
+    #[arg(long, env = "PBX_SWEEP_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
 
     /// POST a signed webhook (Standard Webhooks) here when a call is ARCHIVED or FAILED
     /// (repeatable, or comma-separated in PBX_WEBHOOK_URLS). Off when unset.
@@ -418,6 +441,28 @@ impl Settings {
         Ok(())
     }
 
+    /// The housekeeping's rules (`--event-retention`, `--retain-*`, `--sweep-interval`).
+    pub fn housekeeping_config(&self) -> Result<crate::housekeeping::HousekeepingConfig, InvalidSetting> {
+        let retention = pbx_core::retention::Retention { packets: self.retain_packets, calls: self.retain_calls };
+        retention.validate().map_err(|e| {
+            let flag = if retention.packets.is_some_and(|d| d < Duration::from_secs(1)) {
+                "--retain-packets"
+            } else {
+                "--retain-calls"
+            };
+            invalid(flag, e.0)
+        })?;
+        if self.sweep_interval < Duration::from_millis(10) {
+            return Err(invalid("--sweep-interval", "must be at least 10ms"));
+        }
+        Ok(crate::housekeeping::HousekeepingConfig {
+            events: self.event_retention,
+            retention,
+            deliveries: Some(self.retain_deliveries).filter(|d| !d.is_zero()),
+            interval: self.sweep_interval,
+        })
+    }
+
     /// The HTTP app's options.
     pub fn app_options(&self) -> AppOptions {
         AppOptions { keys: self.keys(), body_limit: self.body_limit, ..AppOptions::default() }
@@ -543,7 +588,7 @@ impl Settings {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+/// Parses `250ms`, `30s`, `5m`, `1h`, `7d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -554,7 +599,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s, m or h")),
+        "d" => value * 86_400.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?}; use ms, s, m, h or d")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -573,6 +619,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());

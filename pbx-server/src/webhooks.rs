@@ -305,9 +305,6 @@ impl Webhooks {
                     Err(error) => tracing::warn!(%error, "webhooks: claiming deliveries failed; trying again"),
                 }
             }
-            if let Ok(depth) = self.store.outbox_depth().await {
-                metrics::gauge!(OUTBOX_DEPTH).set(depth as f64);
-            }
             if full {
                 // More may be due: wait only for a free slot.
                 tokio::select! {

@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod retention;
 mod shutdown;
 mod spawned;
 mod speech;

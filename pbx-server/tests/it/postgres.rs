@@ -349,3 +349,12 @@ async fn webhooks_survive_a_receiver_outage_and_sigkill() {
     drop((first, second, receiver));
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_sweeps_packets_then_calls_on_postgres() {
+    let db = fresh_database().await;
+    let mut args = vec!["--database-url", &db];
+    args.extend(crate::retention::RETENTION);
+    let server = Spawned::start_with(&args).await;
+    crate::retention::packets_then_calls_are_swept(&server, "ret-pg-1").await;
+}

@@ -15,6 +15,19 @@ pub(crate) struct Spawned {
     pub(crate) http: reqwest::Client,
 }
 
+/// Runs the binary on the memory store with `args`, which it must refuse to start
+/// with; its stderr.
+pub(crate) fn refused(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pbx-server"))
+        .args(["--store", "memory", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("PBX_API_KEYS")
+        .output()
+        .expect("run pbx-server");
+    assert!(!out.status.success(), "{args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 impl Spawned {
     /// On PostgreSQL at `database_url`, with a reliable simulated AI.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]

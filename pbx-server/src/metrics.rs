@@ -93,6 +93,10 @@ fn describe() {
         "Media stream frames, by outcome (stored, dropped = its buffer was full, rejected)."
     );
     describe_counter!("pbx_stream_protocol_errors_total", "Media streams closed for a protocol error.");
+    describe_counter!(
+        crate::streams::NOTES_FAILED,
+        "Stream metadata and signals (DTMF, marks) that could not be kept with their call, by kind."
+    );
     describe_counter!(crate::webhooks::DELIVERIES, "Webhook delivery attempts, by outcome (delivered, retry, dead).");
     describe_gauge!(crate::webhooks::OUTBOX_DEPTH, "Webhook deliveries pending in the outbox.");
     describe_counter!(

@@ -37,6 +37,7 @@ use pbx_core::ai::AiResult;
 use pbx_core::events::{EventBody, EventId, EventPage, anomaly_event_due};
 use pbx_core::id::{CallId, WorkerId};
 use pbx_core::media::MediaFormat;
+use pbx_core::media::notes::{StreamInfo, StreamNote, StreamSignal};
 use pbx_core::ordering::{OrderingCounters, OrderingReport, SeqRange, missing_ranges};
 use pbx_core::packet::{NewPacket, StoredPacket};
 use pbx_core::retention::{KEPT_MISSING_RANGES, MAX_SWEEP_BATCH, PacketsSwept, Swept, kept_report};
@@ -112,6 +113,8 @@ struct Call {
     completed_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     swept: Option<SweptPackets>,
+    streams: Vec<StreamInfo>,
+    signals: Vec<StreamSignal>,
     /// Deleted by `sweep_calls`: whoever looked the call up before it went and locks
     /// it after finds it gone (an append then creates the call anew).
     deleted: bool,
@@ -148,6 +151,8 @@ impl Call {
             completed_at: None,
             finished_at: None,
             swept: None,
+            streams: Vec::new(),
+            signals: Vec::new(),
             deleted: false,
         }
     }
@@ -284,6 +289,8 @@ impl Call {
             completed_at: self.completed_at,
             finished_at: self.finished_at,
             packets_swept: self.swept.as_ref().map(|s| s.info),
+            streams: self.streams.clone(),
+            signals: self.signals.clone(),
         }
     }
 }
@@ -786,6 +793,26 @@ impl CallStore for MemoryCallStore {
             self.push_transition(call, &t, now);
             Ok(t)
         })
+    }
+
+    async fn note_stream(&self, call_id: &CallId, note: &StreamNote, now: DateTime<Utc>) -> Result<(), StoreError> {
+        note.to_json()?;
+        let call = self.call(call_id)?;
+        let mut call = lock(&call);
+        call.live()?;
+        let held = match note {
+            StreamNote::Started(_) => call.streams.len(),
+            StreamNote::Signal(_) => call.signals.len(),
+        };
+        if held >= note.limit() {
+            return Err(note.over_limit());
+        }
+        match note {
+            StreamNote::Started(info) => call.streams.push((**info).clone()),
+            StreamNote::Signal(signal) => call.signals.push(signal.clone()),
+        }
+        call.updated_at = now;
+        Ok(())
     }
 
     async fn sweep_packets(

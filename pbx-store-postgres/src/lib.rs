@@ -67,6 +67,7 @@ mod append;
 mod error;
 mod events;
 mod listener;
+mod notes;
 mod open;
 mod outbox;
 mod reads;
@@ -345,6 +346,15 @@ impl CallStore for PgCallStore {
 
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         events::prune(&self.pool, before, limit).await
+    }
+
+    async fn note_stream(
+        &self,
+        call_id: &CallId,
+        note: &pbx_core::media::notes::StreamNote,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        notes::note(&self.pool, call_id, note, now).await
     }
 
     async fn sweep_packets(

@@ -18,7 +18,8 @@ const GET: &str = concat!(
     "SELECT ",
     call_columns!(),
     r#", ch.ch_channels, ch.ch_received, ch.ch_highest, ch.ch_duplicates, ch.ch_out_of_order,
-       g.gap_channels, g.gap_firsts, g.gap_lasts
+       g.gap_channels, g.gap_firsts, g.gap_lasts,
+       notes.stream_notes::text AS stream_notes, notes.signal_notes::text AS signal_notes
 FROM calls AS c
 LEFT JOIN LATERAL (
     SELECT array_agg(x.channel ORDER BY x.channel) AS ch_channels,
@@ -37,6 +38,12 @@ LEFT JOIN LATERAL (
     lowest_gaps!("c", "$2"),
     r#"
 ) AS g ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(n.note ORDER BY n.id) FILTER (WHERE n.kind = 'stream') AS stream_notes,
+           jsonb_agg(n.note ORDER BY n.id) FILTER (WHERE n.kind = 'signal') AS signal_notes
+    FROM call_stream_notes AS n
+    WHERE n.call_id = c.call_id
+) AS notes ON true
 WHERE c.call_id = $1"#
 );
 
@@ -52,6 +59,8 @@ struct SnapshotRow {
     gap_channels: Option<Vec<i16>>,
     gap_firsts: Option<Vec<i64>>,
     gap_lasts: Option<Vec<i64>>,
+    stream_notes: Option<String>,
+    signal_notes: Option<String>,
 }
 
 impl SnapshotRow {
@@ -90,6 +99,20 @@ impl SnapshotRow {
     }
 }
 
+/// A JSON array of notes, as `get` aggregates them; none when `NULL`.
+fn notes<T: serde::de::DeserializeOwned>(
+    call_id: &CallId,
+    json: Option<String>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| CorruptRow::error(call_id.as_str(), format!("{what}: {e}")))
+        }
+    }
+}
+
 /// A call's snapshot.
 pub(crate) async fn get(
     pool: &PgPool,
@@ -102,7 +125,12 @@ pub(crate) async fn get(
         sqlx::query_as(GET).bind(call_id.as_str()).bind(limit).fetch_optional(pool).await.map_err(store_error)?;
     let mut row = row.ok_or_else(|| StoreError::NotFound { call_id: call_id.clone() })?;
     let channels = row.channels()?;
-    row.call.into_snapshot(channels, max_missing_ranges)
+    let streams = notes(call_id, row.stream_notes.take(), "stream notes")?;
+    let signals = notes(call_id, row.signal_notes.take(), "signal notes")?;
+    let mut snapshot = row.call.into_snapshot(channels, max_missing_ranges)?;
+    snapshot.streams = streams;
+    snapshot.signals = signals;
+    Ok(snapshot)
 }
 
 /// `''` sorts before every valid id, so it stands for "no cursor" and keeps the

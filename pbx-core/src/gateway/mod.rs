@@ -400,6 +400,22 @@ impl Gateway {
         Ok(self.shared.store.ping().await?)
     }
 
+    /// The gateway's clock: what stream drivers stamp their notes with.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.clock.now()
+    }
+
+    /// Notes a stream opening, a DTMF digit or a mark on an existing call
+    /// ([`CallStore::note_stream`]).
+    pub async fn note_stream(
+        &self,
+        call_id: &CallId,
+        note: &crate::media::notes::StreamNote,
+    ) -> Result<(), GatewayError> {
+        let now = self.shared.clock.now();
+        Ok(self.shared.store.note_stream(call_id, note, now).await?)
+    }
+
     /// Writes an event about an existing call to the store's log (media streams
     /// starting and ending, say).
     pub async fn record_event(&self, call_id: &CallId, event: &crate::events::EventBody) -> Result<(), GatewayError> {

@@ -10,6 +10,7 @@ pub mod audiohook;
 pub mod audiosocket;
 mod format;
 pub mod g711;
+pub mod notes;
 pub mod session;
 pub mod twilio;
 pub mod wav;

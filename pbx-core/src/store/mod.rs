@@ -193,6 +193,11 @@ pub struct CallSnapshot {
     /// What its packets were, once retention deleted them ([`crate::retention`]);
     /// `None` while the call keeps them.
     pub packets_swept: Option<crate::retention::PacketsSwept>,
+    /// The media streams that fed the call, in the order they opened
+    /// ([`crate::media::notes`]).
+    pub streams: Vec<crate::media::notes::StreamInfo>,
+    /// The streams' DTMF digits and marks, in the order they arrived.
+    pub signals: Vec<crate::media::notes::StreamSignal>,
 }
 
 /// A connection pool's use ([`CallStore::pool_stats`]).
@@ -542,6 +547,22 @@ pub trait CallStore: Send + Sync + 'static {
     async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         let _ = (before, limit);
         Ok(0)
+    }
+
+    /// Notes something about a call's media streams ([`crate::media::notes`]): a stream
+    /// that opened, a DTMF digit or a mark. Kept with the call (not the packets: a
+    /// packets sweep leaves them) and listed by [`get`](CallStore::get) in the order
+    /// written. An unknown call is [`StoreError::NotFound`]; a note over its size, or
+    /// beyond the per-call count, [`StoreError::InvalidArgument`] (storing nothing).
+    /// The default keeps no notes: an error.
+    async fn note_stream(
+        &self,
+        call_id: &CallId,
+        note: &crate::media::notes::StreamNote,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _ = (call_id, note, now);
+        Err(StoreError::backend("this store keeps no stream notes"))
     }
 
     /// Deletes the packets of up to `limit` (0 ..= [`MAX_SWEEP_BATCH`](crate::retention::MAX_SWEEP_BATCH))

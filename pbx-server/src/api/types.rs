@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use pbx_core::gateway::ProcessorStatus;
+use pbx_core::media::notes::{SignalKind, StreamInfo, StreamSignal};
 use pbx_core::media::{AudioStats, MediaFormat, MediaFormatError};
 use pbx_core::ordering::{OrderingReport, PacketOrder, SeqRange};
 use pbx_core::state::Transition;
@@ -437,6 +438,114 @@ pub struct CallView {
     /// per channel) and result stay; its recording and packets answer 410.
     #[oai(nullable)]
     pub packets_swept: Option<PacketsSweptView>,
+    /// The media streams that fed the call (Twilio, Telnyx, AudioHook, AudioSocket), in
+    /// the order they opened: a reconnect is another entry. Empty for HTTP ingest.
+    pub streams: Vec<StreamView>,
+    /// The streams' DTMF digits and marks, in the order they arrived.
+    pub signals: Vec<SignalView>,
+}
+
+/// One media stream of a call, as it opened.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct StreamView {
+    /// `twilio`, `telnyx`, `audiohook` or `audiosocket`.
+    pub protocol: String,
+    /// The vendor's stream id (Twilio `streamSid`, Telnyx `stream_id`, the AudioHook
+    /// session id).
+    #[oai(nullable)]
+    pub stream_id: Option<String>,
+    /// The vendor account (Twilio `accountSid`, the Genesys organization id).
+    #[oai(nullable)]
+    pub account: Option<String>,
+    /// The vendor's conversation (Genesys `conversationId`).
+    #[oai(nullable)]
+    pub conversation_id: Option<String>,
+    /// The participant (AudioHook).
+    #[oai(nullable)]
+    pub participant: Option<ParticipantView>,
+    /// The spoken language (AudioHook).
+    #[oai(nullable)]
+    pub language: Option<String>,
+    /// Custom parameters (Twilio `<Parameter>`, Telnyx `custom_parameters`, AudioHook
+    /// `customConfig` as one JSON-valued `customConfig`).
+    pub custom_parameters: std::collections::BTreeMap<String, String>,
+    /// The tracks, index = channel (`inbound`/`outbound`; AudioHook `external`/`internal`).
+    pub tracks: Vec<String>,
+    /// Milliseconds of the call's audio before this stream's first frame.
+    pub start_offset_ms: u64,
+    /// When it opened.
+    pub started_at: DateTime<Utc>,
+}
+
+/// A stream's participant.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ParticipantView {
+    /// The vendor's participant id.
+    pub id: String,
+    /// The caller's number (ANI).
+    pub ani: String,
+    /// The caller's name.
+    pub ani_name: String,
+    /// The number dialled (DNIS).
+    pub dnis: String,
+}
+
+/// What kind of signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum SignalKindView {
+    /// A DTMF digit.
+    Dtmf,
+    /// A mark that came back.
+    Mark,
+}
+
+/// A DTMF digit or mark of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct SignalView {
+    /// `dtmf` or `mark`.
+    pub kind: SignalKindView,
+    /// The digit (`0`-`9`, `*`, `#`, `A`-`D`) or the mark's name.
+    pub value: String,
+    /// Milliseconds of the stream's audio before it.
+    pub offset_ms: u64,
+    /// The stream it came on.
+    #[oai(nullable)]
+    pub stream_id: Option<String>,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+}
+
+impl From<StreamInfo> for StreamView {
+    fn from(i: StreamInfo) -> Self {
+        Self {
+            protocol: i.protocol,
+            stream_id: i.stream_id,
+            account: i.account,
+            conversation_id: i.conversation_id,
+            participant: i.participant.map(|p| ParticipantView {
+                id: p.id,
+                ani: p.ani,
+                ani_name: p.ani_name,
+                dnis: p.dnis,
+            }),
+            language: i.language,
+            custom_parameters: i.custom_parameters.into_iter().collect(),
+            tracks: i.tracks,
+            start_offset_ms: i.start_offset_ms,
+            started_at: i.started_at,
+        }
+    }
+}
+
+impl From<StreamSignal> for SignalView {
+    fn from(s: StreamSignal) -> Self {
+        let kind = match s.kind {
+            SignalKind::Dtmf => SignalKindView::Dtmf,
+            SignalKind::Mark => SignalKindView::Mark,
+        };
+        Self { kind, value: s.value, offset_ms: s.offset_ms, stream_id: s.stream_id, at: s.at }
+    }
 }
 
 /// What a call's packets were, once deleted by retention.
@@ -552,6 +661,8 @@ impl From<CallSnapshot> for CallView {
                 packets: p.packets,
                 bytes: p.bytes,
             }),
+            streams: s.streams.into_iter().map(Into::into).collect(),
+            signals: s.signals.into_iter().map(Into::into).collect(),
         }
     }
 }

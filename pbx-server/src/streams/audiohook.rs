@@ -838,6 +838,8 @@ impl Conn {
             return Err(format!("call {call_id} cannot be opened: {e}"));
         }
         inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(call_id.clone(), self.id);
+        let info = pbx_core::media::notes::StreamInfo::from_audiohook(m, inner.gateway.now());
+        super::driver::note(&self.streams, &call_id, pbx_core::media::notes::StreamNote::Started(Box::new(info))).await;
         let (tx, rx) = mpsc::channel(inner.config.buffer_frames);
         let max_batch = inner.gateway.config().max_request_batch.min(inner.config.buffer_frames).max(1);
         let storer =

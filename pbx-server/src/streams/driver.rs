@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use pbx_core::events::EventBody;
+use pbx_core::media::notes::{SignalKind, StreamInfo, StreamNote, StreamSignal};
 
 use super::{StreamStats, Streams};
 
@@ -79,14 +80,18 @@ impl StreamDriver {
                         "media stream started"
                     );
                     let stream_id = metadata.stream_id.clone().unwrap_or_else(|| format!("pbx-{}", self.id));
-                    self.open(call_id, format, stream_id).await?;
+                    self.open(call_id.clone(), format, stream_id).await?;
+                    let info = StreamInfo::from_session(&metadata, self.streams.inner.gateway.now());
+                    note(&self.streams, &call_id, StreamNote::Started(Box::new(info))).await;
                 }
                 Action::Store(packets) => self.enqueue(packets),
                 Action::Dtmf { digit, offset_ms } => {
                     tracing::info!(stream = self.id, call_id = ?self.call_id(), %digit, offset_ms, "dtmf");
+                    self.signal(SignalKind::Dtmf, digit.to_string(), offset_ms).await;
                 }
                 Action::Mark { name, offset_ms } => {
                     tracing::info!(stream = self.id, call_id = ?self.call_id(), name, offset_ms, "mark");
+                    self.signal(SignalKind::Mark, name, offset_ms).await;
                 }
                 Action::PeerError { detail } => {
                     tracing::warn!(stream = self.id, call_id = ?self.call_id(), protocol = self.protocol, detail, "the peer reported an error");
@@ -113,6 +118,14 @@ impl StreamDriver {
         record(&self.streams, &call_id, &started).await;
         self.open = Some(Open { call_id, stream_id, tx: Some(tx), storer: Some(storer) });
         Ok(())
+    }
+
+    /// Notes a DTMF digit or a mark on the open call.
+    async fn signal(&self, kind: SignalKind, value: String, offset_ms: u64) {
+        let Some(open) = &self.open else { return };
+        let at = self.streams.inner.gateway.now();
+        let signal = StreamSignal { kind, value, offset_ms, stream_id: Some(open.stream_id.clone()), at };
+        note(&self.streams, &open.call_id, StreamNote::Signal(signal)).await;
     }
 
     fn enqueue(&mut self, packets: Vec<Packet>) {
@@ -187,6 +200,15 @@ impl StreamDriver {
         let timeout = streams.inner.config.stream_idle_timeout;
         tracing::info!(stream = id, call_id = %call_id, ?timeout, "media stream dropped without its end; the call completes after the idle timeout unless it reconnects");
         complete_after_idle(streams, call_id, id);
+    }
+}
+
+/// Notes a stream's metadata or signal with its call; a failure (the call's notes are
+/// full, the store is down) is logged and counted, and the stream goes on.
+pub(super) async fn note(streams: &Streams, call_id: &CallId, note: StreamNote) {
+    if let Err(error) = streams.inner.gateway.note_stream(call_id, &note).await {
+        metrics::counter!(super::NOTES_FAILED, "kind" => note.kind()).increment(1);
+        tracing::warn!(call_id = %call_id, %error, kind = note.kind(), "cannot note the stream's metadata or signal");
     }
 }
 

@@ -41,6 +41,10 @@ use pbx_core::gateway::Gateway;
 pub mod audiohook;
 pub mod audiosocket;
 mod driver;
+
+/// Stream notes (metadata, DTMF, marks) that could not be kept, by kind (`stream`, `signal`).
+pub const NOTES_FAILED: &str = "pbx_stream_notes_failed_total";
+
 mod signature;
 pub mod twilio;
 

@@ -202,6 +202,21 @@ async fn a_full_session_is_stored_and_completed() {
     assert_eq!(bytes, 17 * 160 * 2 * 2, "17 frames of 20 ms, stereo PCM16");
     let stats = app.streams.stats().snapshot();
     assert_eq!((stats.frames_stored, stats.frames_dropped, stats.protocol_errors), (17, 0, 0));
+
+    // What `open` said is kept with the call.
+    let [stream] = &snapshot.streams[..] else { panic!("one stream: {:?}", snapshot.streams) };
+    assert_eq!(
+        (stream.protocol.as_str(), stream.stream_id.as_deref(), stream.account.as_deref()),
+        ("audiohook", Some(session), Some(ORG))
+    );
+    assert_eq!(stream.conversation_id.as_deref(), Some(CONV));
+    let p = stream.participant.as_ref().expect("participant");
+    assert_eq!(
+        (p.ani.as_str(), p.ani_name.as_str(), p.dnis.as_str()),
+        ("+1-555-555-1234", "John Doe", "+1-800-555-6789")
+    );
+    assert_eq!(stream.language.as_deref(), Some("en-US"));
+    assert_eq!(stream.tracks, vec!["external".to_owned(), "internal".to_owned()]);
 }
 
 #[tokio::test]
@@ -235,6 +250,8 @@ async fn a_reconnect_continues_the_call_and_resent_frames_are_duplicates() {
     assert_eq!(snapshot.state, CallState::Completed);
     let counters = snapshot.ordering.counters;
     assert_eq!((counters.highest, counters.duplicates, counters.missing()), (4, 1, 0));
+    let offsets: Vec<u64> = snapshot.streams.iter().map(|s| s.start_offset_ms).collect();
+    assert_eq!(offsets, vec![0, 40], "the reconnect is a second stream, starting at 40 ms");
 }
 
 #[tokio::test]

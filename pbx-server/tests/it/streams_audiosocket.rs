@@ -97,6 +97,12 @@ async fn asterisk_streams_real_speech_and_hangs_up_by_closing() {
     assert_eq!((snap.ordering.counters.received, snap.ordering.counters.missing()), (n, 0));
     let (declared, read, channels) = recording_len(&server.gateway, &call).await;
     assert_eq!((channels, declared, read), (1, n * 320 + 44, n * 320 + 44));
+    let protocols: Vec<&str> = snap.streams.iter().map(|s| s.protocol.as_str()).collect();
+    assert_eq!(protocols, vec!["audiosocket"]);
+    // The digit came after 21 frames of 20 ms.
+    let signals: Vec<(&str, &str, u64)> =
+        snap.signals.iter().map(|s| (s.kind.as_str(), s.value.as_str(), s.offset_ms)).collect();
+    assert_eq!(signals, vec![("dtmf", "#", 420)]);
 }
 
 #[tokio::test]

@@ -219,6 +219,19 @@ async fn twilio_streams_real_speech_into_a_completed_call() {
     assert_eq!(read, declared);
     let stats = server.streams.stats().snapshot();
     assert_eq!((stats.frames_stored, stats.frames_dropped, stats.protocol_errors), (n as u64, 0, 0));
+
+    // The stream's metadata and signals are kept with the call.
+    let [stream] = &snap.streams[..] else { panic!("one stream: {:?}", snap.streams) };
+    assert_eq!(
+        (stream.protocol.as_str(), stream.stream_id.as_deref(), stream.account.as_deref()),
+        ("twilio", Some("MZ18ad3ab5a668481ce02b83e7395059f0"), Some("AC123"))
+    );
+    assert_eq!(stream.custom_parameters, vec![("FirstName".to_owned(), "Jane".to_owned())]);
+    assert_eq!(stream.tracks, vec!["inbound".to_owned()]);
+    let signals: Vec<(&str, &str, u64)> =
+        snap.signals.iter().map(|s| (s.kind.as_str(), s.value.as_str(), s.offset_ms)).collect();
+    assert_eq!(signals, vec![("dtmf", "7", 200), ("mark", "greeting", (n as u64 - 1) * 20)]);
+    assert!(snap.signals.iter().all(|s| s.stream_id == stream.stream_id));
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ mod events;
 mod lifecycle;
 mod listing;
 mod model;
+mod notes;
 mod packets;
 mod retention;
 mod webhooks;
@@ -39,6 +40,7 @@ pub use events::*;
 pub use lifecycle::*;
 pub use listing::*;
 pub use model::*;
+pub use notes::*;
 pub use packets::*;
 pub use retention::*;
 pub use webhooks::*;
@@ -103,6 +105,7 @@ macro_rules! call_store_conformance {
             sweeping_packets_keeps_the_lowest_missing_ranges,
             sweeping_calls_deletes_finished_calls_only,
             finished_deliveries_are_pruned_pending_ones_kept,
+            stream_notes_are_kept_in_order_bounded_and_survive_a_sweep,
         );
     };
     (@cases #[$meta:meta] $args:tt $make:tt; $($case:ident),* $(,)?) => {

@@ -169,6 +169,8 @@ impl Model {
             completed_at: None,
             finished_at: None,
             packets_swept: None,
+            streams: Vec::new(),
+            signals: Vec::new(),
         };
         self.calls.insert(id.clone(), ModelCall { snap, packets: BTreeMap::new() });
         Ok(Opened { created: true, state: CallState::InProgress })
@@ -199,6 +201,8 @@ impl Model {
                         completed_at: None,
                         finished_at: None,
                         packets_swept: None,
+                        streams: Vec::new(),
+                        signals: Vec::new(),
                     },
                     packets: BTreeMap::new(),
                 }

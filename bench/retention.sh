@@ -50,7 +50,6 @@ stop() {
     wait "$server" 2>/dev/null || true
     server=
 }
-metric() { curl -fs "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 # One ingest run; prints its packets/s.
 ingest() {
@@ -75,9 +74,11 @@ without() {
 }
 
 with() {
+    swept() { psql -qtA "$DB_URL" -c "SELECT COALESCE(sum(swept_packets), 0) FROM calls"; }
+    before=$(swept)
     start --retain-packets 1s --sweep-interval 1s
     rate=$(ingest)
-    deleted=$(metric 'pbx_retention_deleted_packets_total{rule="packets"}')
+    deleted=$(( $(swept) - before ))
     backlog=$(psql -qtA "$DB_URL" -c "SELECT count(*) FROM calls WHERE state = 'ARCHIVED' AND packets_swept_at IS NULL")
     # Let the sweep finish before the next run.
     until [[ "$(psql -qtA "$DB_URL" -c "SELECT count(*) FROM calls WHERE state = 'ARCHIVED' AND packets_swept_at IS NULL")" == 0 ]]; do

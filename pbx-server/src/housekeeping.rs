@@ -5,9 +5,9 @@
 //! Each rule runs in batches until a batch comes back short: each batch one short
 //! transaction in the store that skips rows someone else holds. Between full batches
 //! the task rests [`REST_FACTOR`] times as long as the batch took, so it is busy at
-//! most a quarter of the time however large the backlog (the first run after
-//! retention is switched on, say): unpaced, deleting 3M packets at ~240k/s cost a
-//! concurrent PostgreSQL ingest 27 % of its rate on 2 cores (BENCHMARKS.md). A failed
+//! most a tenth of the time however large the backlog (the first run after retention
+//! is switched on, say): unpaced, deleting 3M packets at ~230k/s cost a concurrent
+//! PostgreSQL ingest about 30 % of its rate on 2 cores (BENCHMARKS.md). A failed
 //! batch is logged and the rule waits for the next run; nothing is lost by waiting.
 
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ pub const SWEPT_CALLS: &str = "pbx_retention_swept_calls_total";
 pub const SWEPT_PACKETS: &str = "pbx_retention_deleted_packets_total";
 /// Finished webhook deliveries deleted.
 pub const DELIVERIES_PRUNED: &str = "pbx_webhook_deliveries_pruned_total";
+/// Events pruned from the log.
+pub const EVENTS_PRUNED: &str = "pbx_events_pruned_total";
 /// One run's duration.
 pub const SWEEP_SECONDS: &str = "pbx_housekeeping_duration_seconds";
 
@@ -35,7 +37,7 @@ const CALL_BATCH: usize = 200;
 const LOG_BATCH: usize = 1_000;
 /// After a full batch, rest this many times its duration: a duty cycle of at most
 /// 1 / (1 + REST_FACTOR).
-pub const REST_FACTOR: u32 = 3;
+pub const REST_FACTOR: u32 = 9;
 
 /// What to keep, and how often to look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,27 +110,34 @@ impl Housekeeping {
         let started = Instant::now();
         let mut report = Report::default();
         let c = &self.config;
+        let g = &self.gateway;
+        // Each batch is counted as it completes, so the metrics follow a long sweep.
         if !c.events.is_zero() {
-            report.events =
-                drain("pruning the event log", stopped, LOG_BATCH, rows, |n| self.gateway.prune_events(c.events, n))
-                    .await;
+            report.events = drain("pruning the event log", stopped, LOG_BATCH, rows, |n| async move {
+                counted(g.prune_events(c.events, n).await, |n| metrics::counter!(EVENTS_PRUNED).increment(*n))
+            })
+            .await;
         }
         if let Some(age) = c.retention.packets {
-            report.packets =
-                drain("sweeping packets", stopped, PACKET_BATCH, calls, |n| self.gateway.sweep_packets(age, n)).await;
+            report.packets = drain("sweeping packets", stopped, PACKET_BATCH, calls, |n| async move {
+                counted(g.sweep_packets(age, n).await, |s| count_swept("packets", s))
+            })
+            .await;
         }
         if let Some(age) = c.retention.calls {
-            report.calls =
-                drain("sweeping calls", stopped, CALL_BATCH, calls, |n| self.gateway.sweep_calls(age, n)).await;
+            report.calls = drain("sweeping calls", stopped, CALL_BATCH, calls, |n| async move {
+                counted(g.sweep_calls(age, n).await, |s| count_swept("calls", s))
+            })
+            .await;
         }
         if let Some(age) = c.deliveries {
-            report.deliveries = drain("pruning webhook deliveries", stopped, LOG_BATCH, rows, |n| {
-                self.gateway.prune_deliveries(age, n)
+            report.deliveries = drain("pruning webhook deliveries", stopped, LOG_BATCH, rows, |n| async move {
+                counted(g.prune_deliveries(age, n).await, |n| metrics::counter!(DELIVERIES_PRUNED).increment(*n))
             })
             .await;
         }
         metrics::histogram!(SWEEP_SECONDS).record(started.elapsed().as_secs_f64());
-        record(&report);
+        log(&report);
         report
     }
 }
@@ -171,19 +180,20 @@ fn calls(s: &Swept) -> u64 {
     s.calls
 }
 
-fn record(report: &Report) {
-    if report.events > 0 {
-        metrics::counter!("pbx_events_pruned_total").increment(report.events);
+/// `result`, after `count` counted it when it is a success.
+fn counted<T>(result: Result<T, GatewayError>, count: impl FnOnce(&T)) -> Result<T, GatewayError> {
+    if let Ok(done) = &result {
+        count(done);
     }
-    for (rule, swept) in [("packets", report.packets), ("calls", report.calls)] {
-        if swept.calls > 0 {
-            metrics::counter!(SWEPT_CALLS, "rule" => rule).increment(swept.calls);
-            metrics::counter!(SWEPT_PACKETS, "rule" => rule).increment(swept.packets);
-        }
-    }
-    if report.deliveries > 0 {
-        metrics::counter!(DELIVERIES_PRUNED).increment(report.deliveries);
-    }
+    result
+}
+
+fn count_swept(rule: &'static str, swept: &Swept) {
+    metrics::counter!(SWEPT_CALLS, "rule" => rule).increment(swept.calls);
+    metrics::counter!(SWEPT_PACKETS, "rule" => rule).increment(swept.packets);
+}
+
+fn log(report: &Report) {
     if *report != Report::default() {
         tracing::info!(
             events = report.events,

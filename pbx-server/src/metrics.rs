@@ -103,7 +103,7 @@ fn describe() {
         crate::webhooks::EVENTS_MISSED,
         "Events that got no webhook because the log dropped them before the outbox read them."
     );
-    describe_counter!("pbx_events_pruned_total", "Events dropped from the log by --event-retention.");
+    describe_counter!(crate::housekeeping::EVENTS_PRUNED, "Events dropped from the log by --event-retention.");
     describe_counter!(
         crate::housekeeping::SWEPT_CALLS,
         "Calls swept by retention, by rule (packets: their packets deleted; calls: deleted)."

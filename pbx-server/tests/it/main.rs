@@ -20,6 +20,7 @@ mod retention;
 mod shutdown;
 mod spawned;
 mod speech;
+mod stalling;
 mod streams_audiohook;
 mod streams_audiosocket;
 mod streams_twilio;

@@ -52,16 +52,24 @@ pub(crate) struct StreamServer {
 
 impl StreamServer {
     pub(crate) fn gateway_and_streams(config: StreamConfig) -> (Gateway, Streams) {
+        Self::over(Arc::new(MemoryCallStore::new()), config)
+    }
+
+    fn over(store: Arc<dyn pbx_core::store::CallStore>, config: StreamConfig) -> (Gateway, Streams) {
         if std::env::var_os("TEST_LOG").is_some() {
             pbx_server::init_tracing(pbx_server::LogFormat::Text);
         }
-        let gateway = Gateway::new(Arc::new(MemoryCallStore::new()), GatewayConfig::default()).expect("gateway");
+        let gateway = Gateway::new(store, GatewayConfig::default()).expect("gateway");
         let streams = Streams::new(gateway.clone(), config);
         (gateway, streams)
     }
 
     async fn spawn(config: StreamConfig) -> Self {
-        let (gateway, streams) = Self::gateway_and_streams(config);
+        Self::spawn_over(Arc::new(MemoryCallStore::new()), config).await
+    }
+
+    async fn spawn_over(store: Arc<dyn pbx_core::store::CallStore>, config: StreamConfig) -> Self {
+        let (gateway, streams) = Self::over(store, config);
         let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
         let addr = *acceptor.local_addr()[0].as_socket_addr().expect("socket address");
         let app = poem::Route::new().nest("/v1/media", streams.routes());
@@ -446,4 +454,51 @@ async fn a_dropped_stream_completes_after_the_idle_timeout() {
     drop(ws); // no stop, no close frame
     wait_completed(&mut events, &call).await;
     assert_eq!(server.gateway.call(&call).await.unwrap().ordering.counters.received, 5);
+}
+
+/// Polls the streams' counters (every 5 ms, for at most 30 s) until `done` says yes.
+async fn counters_until(streams: &Streams, done: impl Fn(&pbx_server::streams::StreamStatsSnapshot) -> bool) {
+    let poll = async {
+        while !done(&streams.stats().snapshot()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), poll).await.expect("the stream's counters");
+}
+
+/// Storage that falls behind: the stream's bounded queue fills, further frames are
+/// dropped and counted, never buffered without bound; once storage catches up every
+/// frame is either stored or counted as dropped, and the dropped ones are the call's
+/// missing sequences.
+#[tokio::test]
+async fn a_stalled_store_drops_frames_counted_as_gaps_never_unbounded() {
+    let store = Arc::new(crate::stalling::StallingStore::shut());
+    let config = StreamConfig { buffer_frames: 4, ..StreamConfig::default() };
+    let server = StreamServer::spawn_over(store.clone(), config).await;
+    let call: CallId = "CAbackpressure0123456789abcdef0123".parse().unwrap();
+    let mut events = server.gateway.feed(None).await.expect("feed");
+    let mut ws = server.connect("twilio").await;
+    send(&mut ws, connected()).await;
+    send(&mut ws, start(call.as_str(), &["inbound"])).await;
+    let frame = [0xffu8; 160];
+    const SENT: u64 = 40;
+    for chunk in 1..=SENT {
+        send(&mut ws, media(chunk + 1, "inbound", chunk, &frame)).await;
+    }
+    // At most one batch (4) is held by the stalled append and 4 wait in the queue.
+    counters_until(&server.streams, |s| s.frames_dropped >= SENT - 8).await;
+    store.open_gate();
+    counters_until(&server.streams, |s| s.frames_stored + s.frames_dropped == SENT).await;
+    // One more frame once storage caught up, so every dropped one lies below the highest.
+    send(&mut ws, media(SENT + 2, "inbound", SENT + 1, &frame)).await;
+    send(&mut ws, stop(SENT + 3, call.as_str())).await;
+    assert_eq!(close_frame(&mut ws).await.0, CloseCode::Normal);
+    wait_completed(&mut events, &call).await;
+
+    let stats = server.streams.stats().snapshot();
+    assert_eq!(stats.frames_stored + stats.frames_dropped, SENT + 1, "every frame stored or counted");
+    assert!(stats.frames_dropped >= SENT - 8, "{stats:?}");
+    let counters = server.gateway.call(&call).await.unwrap().ordering.counters;
+    assert_eq!((counters.received, counters.highest), (stats.frames_stored, SENT + 1));
+    assert_eq!(counters.missing(), stats.frames_dropped, "each dropped frame is a gap on the call");
 }

@@ -93,6 +93,11 @@ fn describe() {
         "Media stream frames, by outcome (stored, dropped = its buffer was full, rejected)."
     );
     describe_counter!("pbx_stream_protocol_errors_total", "Media streams closed for a protocol error.");
+    describe_histogram!(
+        crate::streams::FRAME_DURABLE_SECONDS,
+        Unit::Seconds,
+        "Time from a media stream frame read off the wire to its being durable, by protocol."
+    );
     describe_counter!(
         crate::streams::NOTES_FAILED,
         "Stream metadata and signals (DTMF, marks) that could not be kept with their call, by kind."

@@ -43,6 +43,31 @@ impl Queue {
         Self { txs: txs.into() }
     }
 
+    /// Queues packets in order and waits for their outcomes (packets of one call keep
+    /// their order: they go to one writer). Not all-or-nothing: an error says some
+    /// packet's fate is unknown; those answered before it were stored.
+    pub(super) async fn submit_many(&self, packets: Vec<NewPacket>) -> Result<Vec<PacketOutcome>, GatewayError> {
+        let mut answers = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let (reply, answer) = oneshot::channel();
+            let tx = &self.txs[writer_of(&packet.call_id, self.txs.len())];
+            tx.send((packet, reply)).await.map_err(|_| GatewayError::ShuttingDown)?;
+            answers.push(answer);
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer.await {
+                Ok(outcome) => outcomes.push(outcome?),
+                Err(_) => {
+                    return Err(GatewayError::Store(StoreError::backend(
+                        "group-commit writer stopped before answering",
+                    )));
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Queues one packet and waits for its own outcome.
     pub(super) async fn submit(&self, packet: NewPacket) -> Result<PacketOutcome, GatewayError> {
         let (reply, answer) = oneshot::channel();

@@ -296,6 +296,26 @@ impl Gateway {
         self.append(&packets).await
     }
 
+    /// Stores a media stream's frames: through the group-commit queue when there is
+    /// one, so that the frames of many streams (each a frame per 20 ms) share commits
+    /// instead of each stream committing alone; else in one append. Unlike
+    /// [`ingest_batch`](Gateway::ingest_batch) it is not all-or-nothing: on an error
+    /// some frames may be stored, so a retry of the same frames answers those as
+    /// duplicates (same data), never as conflicts.
+    pub async fn ingest_frames(&self, packets: Vec<NewPacket>) -> Result<Vec<PacketOutcome>, GatewayError> {
+        if packets.len() > self.config.max_request_batch {
+            return Err(GatewayError::BatchTooLarge { len: packets.len(), limit: self.config.max_request_batch });
+        }
+        for p in &packets {
+            self.config.limits.check(&p.packet)?;
+        }
+        match &self.queue {
+            Some(queue) => queue.submit_many(packets).await,
+            None if packets.is_empty() => Ok(Vec::new()),
+            None => self.append(&packets).await,
+        }
+    }
+
     /// One store append on the caller's task: one outcome per packet, events published.
     async fn append(&self, packets: &[NewPacket]) -> Result<Vec<PacketOutcome>, GatewayError> {
         let now = self.shared.clock.now();

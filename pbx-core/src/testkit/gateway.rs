@@ -39,6 +39,7 @@ macro_rules! gateway_conformance {
         $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) ($make);
             group_commit_answers_every_caller,
             several_writers_keep_each_calls_order,
+            stream_frames_share_group_commits_in_order,
             ingest_publishes_events,
             feed_replays_then_goes_live_without_gap_or_duplicate,
             feed_resumes_from_the_log_after_lagging,
@@ -235,6 +236,45 @@ pub async fn several_writers_keep_each_calls_order(store: Arc<dyn CallStore>) {
         }
         let counters = snapshot(&gateway, &call).await.ordering.counters;
         assert_eq!((counters.received, counters.highest, counters.out_of_order), (40, 40, 0), "{call}");
+    }
+}
+
+/// Stream frames (`ingest_frames`), group commit on and off: many streams' frames at
+/// once, each stream's in order, every outcome answered in order, a resent frame a
+/// duplicate, limits enforced before anything is stored.
+pub async fn stream_frames_share_group_commits_in_order(store: Arc<dyn CallStore>) {
+    for (mode, prefix) in [(GroupCommit::On, "frames-on"), (GroupCommit::Off, "frames-off")] {
+        let config = GatewayConfig { group_commit: mode, writers: 2, ..GatewayConfig::default() };
+        let gateway = Gateway::new(store.clone(), config).expect("valid config");
+        let calls: Vec<CallId> = (0..8).map(|i| id(&format!("{prefix}-{i}"))).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for call in calls.clone() {
+            let gateway = gateway.clone();
+            tasks.spawn(async move {
+                for first in (1..=30).step_by(3) {
+                    let frames: Vec<NewPacket> =
+                        (first..first + 3).map(|seq| NewPacket::new(call.clone(), packet(seq))).collect();
+                    let outcomes = gateway.ingest_frames(frames).await.expect("frames stored");
+                    for (seq, outcome) in (first..).zip(outcomes) {
+                        assert_eq!(outcome.expect("accepted").order, PacketOrder::InOrder, "{call} #{seq}");
+                    }
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("stream task");
+        }
+        for call in &calls {
+            let counters = snapshot(&gateway, call).await.ordering.counters;
+            assert_eq!((counters.received, counters.highest, counters.out_of_order), (30, 30, 0), "{call}");
+        }
+        let again = gateway.ingest_frames(vec![NewPacket::new(calls[0].clone(), packet(30))]).await.expect("resent");
+        assert_eq!(again[0].as_ref().expect("accepted").order, PacketOrder::Duplicate);
+        let too_many =
+            (1..=gateway.config().max_request_batch as i64 + 1).map(|s| NewPacket::new(calls[1].clone(), packet(s)));
+        let refused = gateway.ingest_frames(too_many.collect()).await;
+        assert!(matches!(refused, Err(GatewayError::BatchTooLarge { .. })), "{refused:?}");
+        assert!(gateway.ingest_frames(Vec::new()).await.expect("nothing").is_empty());
     }
 }
 

@@ -782,7 +782,7 @@ async fn close(socket: &mut WebSocketStream, code: CloseCode, reason: &str) {
 
 struct OpenCall {
     call_id: CallId,
-    tx: Option<mpsc::Sender<Packet>>,
+    tx: Option<mpsc::Sender<super::driver::Queued>>,
     storer: Option<JoinHandle<()>>,
 }
 
@@ -857,8 +857,9 @@ impl Conn {
     fn enqueue(&mut self, packets: Vec<Packet>) {
         let Some(call) = &self.call else { return };
         let Some(tx) = &call.tx else { return };
+        let received = Instant::now();
         for packet in packets {
-            if tx.try_send(packet).is_err() {
+            if tx.try_send((packet, received)).is_err() {
                 self.dropped += 1;
                 StreamStats::add(&self.streams.inner.stats.0.frames_dropped, 1);
                 if self.dropped.is_power_of_two() {
@@ -879,7 +880,7 @@ impl Conn {
     async fn fill(&mut self, span: &SilenceSpan) {
         let Some(tx) = self.call.as_ref().and_then(|c| c.tx.clone()) else { return };
         for packet in span.packets() {
-            if tx.send(packet).await.is_err() {
+            if tx.send((packet, Instant::now())).await.is_err() {
                 return;
             }
         }

@@ -16,6 +16,12 @@ use pbx_core::media::notes::{SignalKind, StreamInfo, StreamNote, StreamSignal};
 
 use super::{StreamStats, Streams};
 
+/// A frame waiting for its stream's storing task, with when it was read off the wire.
+pub(crate) type Queued = (Packet, Instant);
+
+/// Seconds from a stream frame read off the wire to its being durable, by protocol.
+pub const FRAME_DURABLE_SECONDS: &str = "pbx_stream_frame_durable_seconds";
+
 /// What the transport does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -33,7 +39,7 @@ struct Open {
     call_id: CallId,
     /// The protocol's id of the stream, for the stream events.
     stream_id: String,
-    tx: Option<mpsc::Sender<Packet>>,
+    tx: Option<mpsc::Sender<Queued>>,
     storer: Option<JoinHandle<()>>,
 }
 
@@ -131,8 +137,9 @@ impl StreamDriver {
     fn enqueue(&mut self, packets: Vec<Packet>) {
         let Some(open) = &self.open else { return };
         let Some(tx) = &open.tx else { return };
+        let received = Instant::now();
         for packet in packets {
-            if tx.try_send(packet).is_err() {
+            if tx.try_send((packet, received)).is_err() {
                 self.dropped += 1;
                 StreamStats::add(&self.streams.inner.stats.0.frames_dropped, 1);
                 if self.dropped.is_power_of_two() {
@@ -271,21 +278,33 @@ pub(super) async fn store_loop(
     streams: Streams,
     protocol: &'static str,
     call_id: CallId,
-    mut rx: mpsc::Receiver<Packet>,
+    mut rx: mpsc::Receiver<Queued>,
     max_batch: usize,
 ) {
     let inner = &streams.inner;
     let counters = &inner.stats.0;
     let mut buf = Vec::with_capacity(max_batch);
+    let mut received = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut buf, max_batch).await > 0 {
-        let batch: Vec<NewPacket> = buf.drain(..).map(|p| NewPacket::new(call_id.clone(), p)).collect();
+        received.clear();
+        let batch: Vec<NewPacket> = buf
+            .drain(..)
+            .map(|(p, at)| {
+                received.push(at);
+                NewPacket::new(call_id.clone(), p)
+            })
+            .collect();
         let n = batch.len() as u64;
         let deadline = Instant::now() + inner.config.stream_idle_timeout;
         let mut delay = Duration::from_millis(20);
         loop {
-            match inner.gateway.ingest_batch(batch.clone()).await {
+            match inner.gateway.ingest_frames(batch.clone()).await {
                 Ok(outcomes) => {
                     crate::metrics::record_outcomes(protocol, &outcomes);
+                    let durable = metrics::histogram!(FRAME_DURABLE_SECONDS, "protocol" => protocol);
+                    for at in &received {
+                        durable.record(at.elapsed().as_secs_f64());
+                    }
                     let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
                     StreamStats::add(&counters.frames_stored, n - rejected);
                     if rejected > 0 {

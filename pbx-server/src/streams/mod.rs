@@ -42,6 +42,8 @@ pub mod audiohook;
 pub mod audiosocket;
 mod driver;
 
+pub use driver::FRAME_DURABLE_SECONDS;
+
 /// Stream notes (metadata, DTMF, marks) that could not be kept, by kind (`stream`, `signal`).
 pub const NOTES_FAILED: &str = "pbx_stream_notes_failed_total";
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Real-time media streams on PostgreSQL: the most concurrent Twilio streams that keep
+# frame-to-durable p99 within 100 ms with no frame lost, as a ratio of the
+# batch-of-100 ingest rate measured in the same run, and memory per stream.
+#
+# Streams start spread over 2 s (the generator's --ramp-ms) and each sends 50 frames/s,
+# so N streams sustain N x 50 frames/s once all are up.
+#
+#   bench/streams.sh                          # 100 250 500 1000 streams, 10 s each
+#   STREAMS="500 1000" SECS=20 bench/streams.sh
+#   DATABASE_URL=postgres://user@host/db bench/streams.sh   # a database to create one in
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n "$(ulimit -Hn)"
+
+BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+STREAMS=${STREAMS:-100 250 500 1000}
+SECS=${SECS:-10}
+PORT=${PORT:-8100}
+URL="http://127.0.0.1:$PORT"
+
+cargo build --release -q -p pbx-server --bin pbx-server
+cargo build --release -q -p pbx-examples --example loadgen --example streams
+bin=target/release
+
+db="pbx_bench_streams_$$"
+psql -q "$BASE" -c "CREATE DATABASE $db" >/dev/null
+server=
+cleanup() {
+    [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
+    wait 2>/dev/null || true
+    psql -q "$BASE" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+"$bin/pbx-server" --database-url "${BASE%/*}/$db" --no-processor --bind "127.0.0.1:$PORT" >/tmp/pbx-bench-server.log 2>&1 &
+server=$!
+for _ in $(seq 200); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
+
+"$bin/examples/loadgen" --url "$URL" --baseline-secs 0 --calls 64 --packets 5000 --batch 100 >/tmp/pbx-bench-loadgen.log 2>&1
+batch=$(sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' /tmp/pbx-bench-loadgen.log)
+grep -q ' 0 of them missing' /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
+echo "reference: batch of 100 on this PostgreSQL: $batch packets/s"
+echo "streams | frames/s (N x 50) | ratio to batch | lost | within 100 ms | p99 | generator late frames | RSS per stream"
+for n in $STREAMS; do
+    before=$(rss_kb)
+    peak=$before
+    "$bin/examples/streams" --url "$URL" --streams "$n" --secs "$SECS" >/tmp/pbx-bench-streams.log 2>&1 &
+    gen=$!
+    while kill -0 "$gen" 2>/dev/null; do
+        now=$(rss_kb)
+        (( now > peak )) && peak=$now
+        sleep 0.5
+    done
+    wait "$gen" || { cat /tmp/pbx-bench-streams.log; exit 1; }
+    log=/tmp/pbx-bench-streams.log
+    rate=$(( n * 50 ))
+    lost=$(sed -n 's/.*(\([0-9]*\) lost).*/\1/p' "$log")
+    within=$(sed -n 's/.*; \([0-9.]*\) % within 100 ms.*/\1/p' "$log")
+    p99=$(sed -n 's/.*p99 <= \([0-9.NaN]*\) ms.*/\1/p' "$log")
+    late=$(sed -n 's/.*; \([0-9]*\) frames more than 20 ms late/\1/p' "$log")
+    echo "$n | $rate | $(awk -v a="$rate" -v b="$batch" 'BEGIN {printf "%.3f", a / b}') | $lost | $within % | <= $p99 ms | $late | $(( (peak - before) / n )) kB"
+done

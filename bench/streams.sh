@@ -8,6 +8,7 @@
 #
 #   bench/streams.sh                          # 100 250 500 1000 streams, 10 s each
 #   STREAMS="500 1000" SECS=20 bench/streams.sh
+#   SERVER_ARGS="--writers 2" bench/streams.sh          # any pbx-server flags
 #   DATABASE_URL=postgres://user@host/db bench/streams.sh   # a database to create one in
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,8 @@ cleanup() {
     psql -q "$BASE" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-"$bin/pbx-server" --database-url "${BASE%/*}/$db" --no-processor --bind "127.0.0.1:$PORT" >/tmp/pbx-bench-server.log 2>&1 &
+# shellcheck disable=SC2086
+"$bin/pbx-server" --database-url "${BASE%/*}/$db" --no-processor --bind "127.0.0.1:$PORT" ${SERVER_ARGS:-} >/tmp/pbx-bench-server.log 2>&1 &
 server=$!
 for _ in $(seq 200); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }

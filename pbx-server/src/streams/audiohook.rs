@@ -227,7 +227,10 @@ async fn audiohook(req: &Request, ws: WebSocket, Data(state): Data<&AudioHook>) 
     // The session refuses frames over its limits with a reason; the socket's own limit
     // (4x) only bounds memory.
     let limit = max_frame.max(MAX_TEXT_BYTES).saturating_mul(4);
-    let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(super::READ_BUFFER_BYTES)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
     let peer = req.remote_addr().to_string();
     let (streams, delay) = (state.streams.clone(), state.config.failure_delay);
     ws.config(config).on_upgrade(move |socket| run(socket, session, streams, peer, delay)).into_response()

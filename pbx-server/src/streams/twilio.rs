@@ -70,7 +70,10 @@ fn upgrade(req: &Request, ws: WebSocket, streams: Streams, flavor: Flavor) -> Re
     // The session refuses frames over its limit with a reason; the socket's own limit
     // (4x) only bounds memory.
     let limit = session.max_frame_bytes().saturating_mul(4);
-    let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(super::READ_BUFFER_BYTES)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
     let peer = req.remote_addr().to_string();
     ws.config(config).on_upgrade(move |socket| run(socket, session, streams, peer)).into_response()
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-time media streams on PostgreSQL: the most concurrent Twilio streams that keep
+# Real-time media streams on PostgreSQL: the most concurrent Twilio (or AudioHook) streams that keep
 # frame-to-durable p99 within 100 ms with no frame lost, as a ratio of the
 # batch-of-100 ingest rate measured in the same run, and memory per stream.
 #
@@ -9,6 +9,7 @@
 #   bench/streams.sh                          # 100 250 500 1000 streams, 10 s each
 #   STREAMS="500 1000" SECS=20 bench/streams.sh
 #   SERVER_ARGS="--writers 2" bench/streams.sh          # any pbx-server flags
+#   PROTOCOL=audiohook bench/streams.sh                 # Genesys AudioHook binary frames
 #   DATABASE_URL=postgres://user@host/db bench/streams.sh   # a database to create one in
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ ulimit -n "$(ulimit -Hn)"
 BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 STREAMS=${STREAMS:-100 250 500 1000}
 SECS=${SECS:-10}
+PROTOCOL=${PROTOCOL:-twilio}
 PORT=${PORT:-8100}
 URL="http://127.0.0.1:$PORT"
 
@@ -43,11 +45,11 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 batch=$(sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' /tmp/pbx-bench-loadgen.log)
 grep -q ' 0 of them missing' /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
 echo "reference: batch of 100 on this PostgreSQL: $batch packets/s"
-echo "streams | frames/s (N x 50) | ratio to batch | lost | within 100 ms | p99 | generator late frames | RSS per stream"
+echo "$PROTOCOL streams | frames/s (N x 50) | ratio to batch | lost | within 100 ms | p99 | generator late frames | RSS per stream"
 for n in $STREAMS; do
     before=$(rss_kb)
     peak=$before
-    "$bin/examples/streams" --url "$URL" --streams "$n" --secs "$SECS" >/tmp/pbx-bench-streams.log 2>&1 &
+    "$bin/examples/streams" --url "$URL" --protocol "$PROTOCOL" --streams "$n" --secs "$SECS" >/tmp/pbx-bench-streams.log 2>&1 &
     gen=$!
     while kill -0 "$gen" 2>/dev/null; do
         now=$(rss_kb)

@@ -1,11 +1,14 @@
-//! A media-stream load generator: N concurrent real-time Twilio Media Streams against
+//! A media-stream load generator: N concurrent real-time Twilio Media Streams (or
+//! Genesys AudioHook sessions, `--protocol audiohook`) against
 //! a running `pbx-server`, 20 ms mu-law frames paced by the clock like a PBX sends
 //! them, then a check that every frame was stored and the server's own measure of
 //! frame-to-durable latency.
 //!
 //! Each stream opens `/v1/media/twilio`, sends `connected` and `start` (a fresh
 //! `callSid`), one `media` frame every 20 ms for `--secs`, then `stop`, and waits for
-//! the server to close. Starts are spread over `--ramp-ms` (2 s), as calls arrive over
+//! the server to close. An AudioHook session (`/v1/media/audiohook`, a server without
+//! `--audiohook-api-key`) sends `open` offering mono PCMU, waits for `opened`, sends one
+//! 160-byte binary frame every 20 ms, then `close`, and waits for `closed`. Starts are spread over `--ramp-ms` (2 s), as calls arrive over
 //! time; with 0 they all start within one frame (a burst of N call set-ups). Afterwards it reads each call (`GET /v1/calls/{id}`: frames stored, none
 //! missing) and the delta of `pbx_stream_frame_durable_seconds` over the run from
 //! `/metrics` (frame read off the wire to durable, measured by the server). It also
@@ -45,6 +48,9 @@ struct Args {
     /// not all in one instant); 0 starts them all at once (within one frame).
     #[arg(long, default_value_t = 2000)]
     ramp_ms: u64,
+    /// `twilio` (JSON text frames) or `audiohook` (binary frames).
+    #[arg(long, default_value = "twilio")]
+    protocol: String,
     /// Call id prefix; default a fresh one per run.
     #[arg(long)]
     prefix: Option<String>,
@@ -81,6 +87,98 @@ fn histogram(text: &str, name: &str, label: &str) -> (Vec<(f64, u64)>, u64) {
     (buckets, count)
 }
 
+/// Paces sends of 20 ms from `offset`, counting how late each went out.
+struct Pacer {
+    tick: tokio::time::Interval,
+    totals: Arc<Totals>,
+}
+
+impl Pacer {
+    fn new(offset: Duration, totals: Arc<Totals>) -> Self {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, FRAME);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Self { tick, totals }
+    }
+
+    async fn next(&mut self) {
+        let due = self.tick.tick().await;
+        let lag = due.elapsed();
+        self.totals.max_lag_us.fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
+        if lag > FRAME {
+            self.totals.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads until a text message of type `kind`; its `seq`.
+async fn wait_for(ws: &mut Socket, kind: &str) -> Result<u64, BoxError> {
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m? {
+            let v: serde_json::Value = serde_json::from_str(&t)?;
+            if v["type"] == kind {
+                return Ok(v["seq"].as_u64().unwrap_or(0));
+            }
+            if v["type"] == "disconnect" {
+                return Err(format!("disconnected: {v}").into());
+            }
+        }
+    }
+    Err(format!("closed before {kind}").into())
+}
+
+/// An AudioHook session of `frames` mono PCMU frames.
+async fn audiohook(
+    ws_url: String,
+    session: String,
+    frames: u64,
+    offset: Duration,
+    totals: Arc<Totals>,
+) -> Result<(), BoxError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    const ORG: &str = "d7934305-0972-4844-938e-9060eef73d05";
+    let mut request = ws_url.as_str().into_client_request()?;
+    for (name, value) in [
+        ("audiohook-organization-id", ORG),
+        ("audiohook-session-id", session.as_str()),
+        ("audiohook-correlation-id", "30b0e395-84d3-4570-ac13-9a62d8f514c0"),
+    ] {
+        request.headers_mut().insert(name, HeaderValue::from_str(value)?);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| format!("{ws_url}: {e}"))?;
+    let message = |kind: &str, seq: u64, serverseq: u64, position: String, parameters: serde_json::Value| {
+        let m = serde_json::json!({"version": "2", "type": kind, "seq": seq, "serverseq": serverseq, "id": session,
+                                   "position": position, "parameters": parameters});
+        Message::text(m.to_string())
+    };
+    let open = serde_json::json!({
+        "organizationId": ORG, "conversationId": "090eaa2f-72fa-480a-83e0-8667ff89c0ec",
+        "participant": {"id": "883efee8-3d6c-4537-b500-6d7ca4b92fa0", "ani": "+1-555-555-1234", "aniName": "Load",
+                        "dnis": "+1-800-555-6789"},
+        "media": [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}], "language": "en-US"
+    });
+    ws.send(message("open", 1, 0, "PT0S".into(), open)).await?;
+    let serverseq = wait_for(&mut ws, "opened").await?;
+    let silence = vec![0xffu8; 160];
+    let mut pacer = Pacer::new(offset, totals.clone());
+    for _ in 0..frames {
+        pacer.next().await;
+        ws.send(Message::binary(silence.clone())).await?;
+        totals.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    let position = format!("PT{:.2}S", frames as f64 * 0.02);
+    ws.send(message("close", 2, serverseq, position, serde_json::json!({"reason": "end"}))).await?;
+    wait_for(&mut ws, "closed").await?;
+    while let Some(m) = ws.next().await {
+        if matches!(m, Ok(Message::Close(_)) | Err(_)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 async fn stream(
     ws_url: String,
     call: String,
@@ -100,16 +198,9 @@ async fn stream(
     .await?;
     // 20 ms of mu-law silence, base64.
     let payload = "/".repeat(213) + "w==";
-    let start = tokio::time::Instant::now() + offset;
-    let mut tick = tokio::time::interval_at(start, FRAME);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pacer = Pacer::new(offset, totals.clone());
     for chunk in 1..=frames {
-        let due = tick.tick().await;
-        let lag = due.elapsed();
-        totals.max_lag_us.fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
-        if lag > FRAME {
-            totals.late.fetch_add(1, Ordering::Relaxed);
-        }
+        pacer.next().await;
         let media = serde_json::json!({
             "event": "media", "sequenceNumber": (chunk + 1).to_string(), "streamSid": sid,
             "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ((chunk - 1) * 20).to_string(),
@@ -136,20 +227,40 @@ async fn main() -> Result<(), BoxError> {
     if args.streams == 0 || args.secs == 0 {
         return Err("--streams and --secs must be at least 1".into());
     }
+    let audiohook_mode = match args.protocol.as_str() {
+        "twilio" => false,
+        "audiohook" => true,
+        other => return Err(format!("--protocol {other:?}: use twilio or audiohook").into()),
+    };
     let base = args.url.trim_end_matches('/').to_owned();
-    let ws_url = format!("{}/v1/media/twilio", base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1));
-    let prefix = args.prefix.clone().unwrap_or_else(|| format!("{:x}", rand::random::<u32>()));
+    let ws_url = format!(
+        "{}/v1/media/{}",
+        base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1),
+        args.protocol
+    );
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
     let http = reqwest::Client::new();
     let metrics = |http: reqwest::Client, url: String| async move {
         http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await
     };
     let name = "pbx_stream_frame_durable_seconds";
-    let label = "protocol=\"twilio\"";
+    let label = format!("protocol=\"{}\"", args.protocol);
+    let label = label.as_str();
     let before = histogram(&metrics(http.clone(), base.clone()).await?, name, label);
 
     let frames = args.secs * 1000 / FRAME.as_millis() as u64;
     let totals = Arc::new(Totals::default());
-    let calls: Vec<String> = (0..args.streams).map(|i| format!("CA{prefix}x{i:06}")).collect();
+    // AudioHook's call id is its session id, a UUID.
+    let calls: Vec<String> =
+        (0..args.streams)
+            .map(|i| {
+                if audiohook_mode {
+                    format!("{prefix:.8}-0000-4000-8000-{i:012x}")
+                } else {
+                    format!("CA{prefix}x{i:06}")
+                }
+            })
+            .collect();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, call) in calls.iter().enumerate() {
@@ -158,7 +269,11 @@ async fn main() -> Result<(), BoxError> {
         } else {
             Duration::from_millis(args.ramp_ms * i as u64 / args.streams as u64)
         };
-        tasks.spawn(stream(ws_url.clone(), call.clone(), frames, offset, totals.clone()));
+        if audiohook_mode {
+            tasks.spawn(audiohook(ws_url.clone(), call.clone(), frames, offset, totals.clone()));
+        } else {
+            tasks.spawn(stream(ws_url.clone(), call.clone(), frames, offset, totals.clone()));
+        }
     }
     let mut failed = 0;
     while let Some(done) = tasks.join_next().await {

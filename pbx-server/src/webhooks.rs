@@ -309,7 +309,7 @@ impl Webhooks {
                 // More may be due: wait for a quarter of the slots to free up, so the
                 // next claim takes several deliveries in one transaction rather than
                 // one claim per finished send (on PostgreSQL each claim is a commit).
-                let refill = self.config.concurrency - (self.config.concurrency / 4).max(1);
+                let refill = self.config.concurrency.saturating_sub((self.config.concurrency / 4).max(1));
                 let freed = async {
                     while sending.len() > refill {
                         sending.join_next().await;

@@ -315,7 +315,9 @@ async fn webhooks_survive_a_receiver_outage_and_sigkill() {
     let before = loop {
         let listed = first.get("/v1/webhooks/deliveries").await;
         let all = listed["deliveries"].as_array().unwrap().clone();
-        if all.len() == 3 && all.iter().all(|d| d["attempts"].as_u64() >= Some(1) && d["status"] == "pending") {
+        // Failed, not merely claimed: a claimed attempt counts before it has an error.
+        let failed = |d: &Value| d["status"] == "pending" && d["last_error"].is_string();
+        if all.len() == 3 && all.iter().all(failed) {
             break all;
         }
         assert!(tokio::time::Instant::now() < deadline, "deliveries never attempted: {listed}");

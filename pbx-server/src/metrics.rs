@@ -93,6 +93,10 @@ fn describe() {
         "Media stream frames, by outcome (stored, dropped = its buffer was full, rejected)."
     );
     describe_counter!("pbx_stream_protocol_errors_total", "Media streams closed for a protocol error.");
+    describe_counter!(
+        "pbx_streams_resumed_total",
+        "Dropped media streams whose call went on because it reconnected before the idle timeout."
+    );
     describe_histogram!(
         crate::streams::FRAME_DURABLE_SECONDS,
         Unit::Seconds,
@@ -220,6 +224,7 @@ impl MetricsEndpoint {
             metrics::counter!("pbx_stream_frames_total", "outcome" => "dropped").absolute(s.frames_dropped);
             metrics::counter!("pbx_stream_frames_total", "outcome" => "rejected").absolute(s.frames_rejected);
             metrics::counter!("pbx_stream_protocol_errors_total").absolute(s.protocol_errors);
+            metrics::counter!("pbx_streams_resumed_total").absolute(s.resumed);
         }
         metrics::gauge!("pbx_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     }

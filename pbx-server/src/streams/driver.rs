@@ -261,6 +261,9 @@ pub(super) fn complete_after_idle(streams: Streams, call_id: CallId, id: u64) {
                 Ok(_) => tracing::info!(call_id = %call_id, "media stream idle: call completed"),
                 Err(e) => tracing::warn!(call_id = %call_id, error = %e, "media stream idle: cannot complete the call"),
             }
+        } else {
+            StreamStats::add(&streams.inner.stats.0.resumed, 1);
+            tracing::info!(call_id = %call_id, "media stream idle timeout passed; the call reconnected, so it goes on");
         }
     });
 }

@@ -132,6 +132,7 @@ struct Counters {
     frames_dropped: AtomicU64,
     frames_rejected: AtomicU64,
     protocol_errors: AtomicU64,
+    resumed: AtomicU64,
 }
 
 /// A reading of [`StreamStats`].
@@ -149,6 +150,9 @@ pub struct StreamStatsSnapshot {
     pub frames_rejected: u64,
     /// Streams closed for breaking their protocol.
     pub protocol_errors: u64,
+    /// Dropped streams whose call did not complete at the idle timeout because a newer
+    /// stream of the same call had connected (a reconnect).
+    pub resumed: u64,
 }
 
 impl StreamStats {
@@ -162,6 +166,7 @@ impl StreamStats {
             frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
             frames_rejected: c.frames_rejected.load(Ordering::Relaxed),
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+            resumed: c.resumed.load(Ordering::Relaxed),
         }
     }
 

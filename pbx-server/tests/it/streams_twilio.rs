@@ -456,6 +456,40 @@ async fn a_dropped_stream_completes_after_the_idle_timeout() {
     assert_eq!(server.gateway.call(&call).await.unwrap().ordering.counters.received, 5);
 }
 
+/// A stream that drops and reconnects (the same `callSid`) before the idle timeout: the
+/// dropped stream's timer passes without completing the call, which goes on streaming
+/// on the new connection and completes at its `stop`.
+#[tokio::test]
+async fn a_reconnect_before_the_idle_timeout_keeps_the_call_going() {
+    let config = StreamConfig { stream_idle_timeout: Duration::from_secs(2), ..StreamConfig::default() };
+    let server = StreamServer::spawn(config).await;
+    let call: CallId = "CAreconnect0123456789abcdef01234567".parse().unwrap();
+    let mut events = server.gateway.feed(None).await.expect("feed");
+    let mut first = server.connect("twilio").await;
+    send(&mut first, connected()).await;
+    send(&mut first, start(call.as_str(), &["inbound"])).await;
+    for chunk in 1..=5 {
+        send(&mut first, media(chunk + 1, "inbound", chunk, &[0xff; 160])).await;
+    }
+    drop(first); // no stop, no close frame
+    let mut second = server.connect("twilio").await;
+    send(&mut second, connected()).await;
+    send(&mut second, start(call.as_str(), &["inbound"])).await;
+    for chunk in 6..=10 {
+        send(&mut second, media(chunk - 4, "inbound", chunk, &[0xff; 160])).await;
+    }
+    // The first stream's idle timer has passed and found the newer stream.
+    counters_until(&server.streams, |s| s.resumed == 1).await;
+    let snap = server.gateway.call(&call).await.unwrap();
+    assert_eq!(snap.state, CallState::InProgress, "a reconnected call is not completed by the old stream's timer");
+    assert_eq!(snap.streams.len(), 2, "both streams noted");
+    send(&mut second, stop(7, call.as_str())).await;
+    assert_eq!(close_frame(&mut second).await.0, CloseCode::Normal);
+    wait_completed(&mut events, &call).await;
+    let counters = server.gateway.call(&call).await.unwrap().ordering.counters;
+    assert_eq!((counters.received, counters.highest, counters.duplicates), (10, 10, 0));
+}
+
 /// Polls the streams' counters (every 5 ms, for at most 30 s) until `done` says yes.
 async fn counters_until(streams: &Streams, done: impl Fn(&pbx_server::streams::StreamStatsSnapshot) -> bool) {
     let poll = async {

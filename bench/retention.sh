@@ -14,6 +14,7 @@
 #   DATABASE_URL=postgres://user@host/db bench/retention.sh   # a database to create one in
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PAIRS=${PAIRS:-2}
@@ -26,14 +27,12 @@ cargo build --release -q -p pbx-server --bin pbx-server
 cargo build --release -q -p pbx-examples --example loadgen
 bin=target/release
 
-db="pbx_bench_retention_$$"
-psql -q "$BASE" -c "CREATE DATABASE $db" >/dev/null
-DB_URL="${BASE%/*}/$db"
+bench_database "$BASE"
 server=
 cleanup() {
     [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
     wait 2>/dev/null || true
-    psql -q "$BASE" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    bench_drop_database
 }
 trap cleanup EXIT
 
@@ -41,9 +40,7 @@ start() {
     "$bin/pbx-server" --database-url "$DB_URL" --bind "127.0.0.1:$PORT" --ai-latency-min 0s --ai-latency-max 0s \
         --ai-failure-rate 0 --concurrency 256 "$@" >/tmp/pbx-bench-server.log 2>&1 &
     server=$!
-    for _ in $(seq 200); do curl -fs "$URL/healthz" >/dev/null && return; sleep 0.1; done
-    cat /tmp/pbx-bench-server.log
-    exit 1
+    wait_healthy "$URL" /tmp/pbx-bench-server.log
 }
 stop() {
     kill "$server"
@@ -55,8 +52,7 @@ stop() {
 ingest() {
     # shellcheck disable=SC2086
     "$bin/examples/loadgen" --url "$URL" --baseline-secs 0 $LOAD >/tmp/pbx-bench-loadgen.log 2>&1
-    grep -q ' 0 of them missing' /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
-    sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' /tmp/pbx-bench-loadgen.log
+    packets_per_s /tmp/pbx-bench-loadgen.log
 }
 
 fill() {

@@ -18,6 +18,7 @@
 # batches, both unavoidable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 SECS=${SECS:-10}
@@ -31,15 +32,13 @@ cargo build --release -q -p pbx-server --bin pbx-server
 cargo build --release -q -p pbx-examples --example loadgen
 bin=target/release
 
-db="pbx_bench_sbs_$$"
-psql -q "$BASE" -c "CREATE DATABASE $db" >/dev/null
-DB_URL="${BASE%/*}/$db"
+bench_database "$BASE"
 work=$(mktemp -d)
 server=
 cleanup() {
     [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
     wait 2>/dev/null || true
-    psql -q "$BASE" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    bench_drop_database
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -89,9 +88,7 @@ pg_batch=$(( $(tps batch) * 100 ))
 start() {
     "$bin/pbx-server" --no-processor --bind "127.0.0.1:$PORT" "$@" >"$work/server.log" 2>&1 &
     server=$!
-    for _ in $(seq 200); do curl -fs "$URL/healthz" >/dev/null && return; sleep 0.1; done
-    cat "$work/server.log"
-    exit 1
+    wait_healthy "$URL" "$work/server.log"
 }
 stop() {
     kill "$server"
@@ -104,9 +101,8 @@ stop() {
 load() {
     "$bin/examples/loadgen" --url "$URL" --connections "$CONNECTIONS" "$@" >"$work/load.log" 2>&1 \
         || { cat "$work/load.log"; exit 1; }
-    grep -q ' 0 of them missing' "$work/load.log" || { cat "$work/load.log"; exit 1; }
     local rate p50 p99 healthz
-    rate=$(sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' "$work/load.log")
+    rate=$(packets_per_s "$work/load.log")
     read -r p50 p99 < <(sed -n '/^ingest:/{n;s/.*p50 \([0-9.]*\) .*p99 \([0-9.]*\) .*/\1 \2/p}' "$work/load.log")
     healthz=$(sed -n 's/.*(mean of before and after, \([0-9]*\)\/s).*/\1/p' "$work/load.log")
     echo "$rate $p50 $p99 ${healthz:-}"

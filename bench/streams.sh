@@ -13,6 +13,7 @@
 #   DATABASE_URL=postgres://user@host/db bench/streams.sh   # a database to create one in
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ulimit -n "$(ulimit -Hn)"
 
 BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -26,24 +27,22 @@ cargo build --release -q -p pbx-server --bin pbx-server
 cargo build --release -q -p pbx-examples --example loadgen --example streams
 bin=target/release
 
-db="pbx_bench_streams_$$"
-psql -q "$BASE" -c "CREATE DATABASE $db" >/dev/null
+bench_database "$BASE"
 server=
 cleanup() {
     [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
     wait 2>/dev/null || true
-    psql -q "$BASE" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    bench_drop_database
 }
 trap cleanup EXIT
 # shellcheck disable=SC2086
-"$bin/pbx-server" --database-url "${BASE%/*}/$db" --no-processor --bind "127.0.0.1:$PORT" ${SERVER_ARGS:-} >/tmp/pbx-bench-server.log 2>&1 &
+"$bin/pbx-server" --database-url "$DB_URL" --no-processor --bind "127.0.0.1:$PORT" ${SERVER_ARGS:-} >/tmp/pbx-bench-server.log 2>&1 &
 server=$!
-for _ in $(seq 200); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy "$URL" /tmp/pbx-bench-server.log
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 
 "$bin/examples/loadgen" --url "$URL" --baseline-secs 0 --calls 64 --packets 5000 --batch 100 >/tmp/pbx-bench-loadgen.log 2>&1
-batch=$(sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' /tmp/pbx-bench-loadgen.log)
-grep -q ' 0 of them missing' /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
+batch=$(packets_per_s /tmp/pbx-bench-loadgen.log)
 echo "reference: batch of 100 on this PostgreSQL: $batch packets/s"
 echo "$PROTOCOL streams | frames/s (N x 50) | ratio to batch | lost | within 100 ms | p99 | generator late frames | RSS per stream"
 for n in $STREAMS; do

@@ -16,6 +16,7 @@
 # make an ordering_anomaly, so subscribers get about one message per 12 packets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ulimit -n "$(ulimit -Hn)" # the server holds every subscriber's socket
 
 SUBSCRIBERS=${SUBSCRIBERS:-100}
@@ -40,14 +41,13 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+wait_healthy "$URL" /tmp/pbx-bench-server.log
 
 # One ingest run; prints its packets/s.
 ingest() {
     # shellcheck disable=SC2086
     "$bin/examples/loadgen" --url "$URL" --baseline-secs 0 $LOAD >/tmp/pbx-bench-loadgen.log 2>&1
-    grep -q ' 0 of them missing' /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
-    sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' /tmp/pbx-bench-loadgen.log
+    packets_per_s /tmp/pbx-bench-loadgen.log
 }
 
 # Starts N subscribers in the background and waits until all are connected.

@@ -12,6 +12,7 @@
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/webhooks.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 CALLS=${CALLS:-5000}
 CONCURRENCY=${CONCURRENCY:-16 64}
@@ -24,12 +25,10 @@ cargo build --release -q -p pbx-examples --example loadgen --example webhook_sin
 bin=target/release
 
 store=(--store memory)
-db=
 if [[ -n "${DATABASE_URL:-}" ]]; then
     # A fresh database per run, dropped at the end.
-    db="pbx_bench_webhooks_$$"
-    psql -q "$DATABASE_URL" -c "CREATE DATABASE $db" >/dev/null
-    store=(--database-url "${DATABASE_URL%/*}/$db")
+    bench_database "$DATABASE_URL"
+    store=(--database-url "$DB_URL")
 fi
 server=
 sink=
@@ -37,7 +36,7 @@ cleanup() {
     [[ -n "$sink" ]] && kill "$sink" 2>/dev/null || true
     [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
     wait 2>/dev/null || true
-    [[ -n "$db" ]] && psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    bench_drop_database
 }
 trap cleanup EXIT
 
@@ -48,7 +47,7 @@ for concurrency in $CONCURRENCY; do
         --webhook-url "http://127.0.0.1:$hook_port/hook" --webhook-secret "$SECRET" \
         --webhook-max-interval 1s --webhook-max-attempts 100000 --webhook-concurrency "$concurrency" >/tmp/pbx-bench-server.log 2>&1 &
     server=$!
-    for _ in $(seq 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+    wait_healthy "$URL" /tmp/pbx-bench-server.log
     "$bin/examples/loadgen" --url "$URL" --baseline-secs 0 --calls "$CALLS" --packets 5 --hangup \
         >/tmp/pbx-bench-loadgen.log 2>&1 || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
     grep -q "($CALLS ARCHIVED" /tmp/pbx-bench-loadgen.log || { cat /tmp/pbx-bench-loadgen.log; exit 1; }
@@ -62,7 +61,7 @@ for concurrency in $CONCURRENCY; do
     sink=$!
     wait "$sink"
     sink=
-    echo "concurrency $concurrency (${db:-memory}): $(grep '^received' /tmp/pbx-bench-sink.log)"
+    echo "concurrency $concurrency (${BENCH_DB:-memory}): $(grep '^received' /tmp/pbx-bench-sink.log)"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=

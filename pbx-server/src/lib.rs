@@ -276,7 +276,7 @@ impl Server {
         let mut processor_stopped = stopped.clone();
         let mut metrics_stopped = stopped.clone();
         let mut audiosocket_stopped = stopped.clone();
-        let pruner_stopped = stopped.clone();
+        let housekeeping_stopped = stopped.clone();
         let webhooks_stopped = stopped.clone();
         let mut signal_or_failure = stopped;
 
@@ -325,7 +325,7 @@ impl Server {
             })
             .await;
         };
-        let prune_events = housekeeping.run(pruner_stopped);
+        let housekeep = housekeeping.run(housekeeping_stopped);
         let stop_processor = async move {
             let _ = processor_stopped.wait_for(|s| *s).await;
             if let Some(processor) = processor {
@@ -338,7 +338,7 @@ impl Server {
             }
         };
         let ((), served, metrics_served, (), (), (), ()) =
-            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor, prune_events, run_webhooks);
+            tokio::join!(signal, serve, serve_metrics, serve_audiosocket, stop_processor, housekeep, run_webhooks);
         tracing::info!("stopped");
         served.map_err(|source| ServerError::Io { addr: local_addr, source })?;
         metrics_served

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::btree_map::Entry as TreeEntry;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -199,27 +200,29 @@ impl Call {
             return Err(PacketRejection::CallClosed { call_id: self.id.clone(), state: self.state });
         }
         let (channel, sequence) = (new.packet.channel(), new.packet.sequence());
-        let stored = self.packets.get(&(channel, sequence));
-        if let Some(stored) = stored
-            && stored.data != *new.packet.data()
-        {
-            return Err(PacketRejection::Conflict { call_id: self.id.clone(), sequence });
-        }
         if self.counters.len() <= usize::from(channel) {
             self.counters.resize(usize::from(channel) + 1, OrderingCounters::default());
         }
-        let order = self.counters[usize::from(channel)].observe(sequence, stored.is_some());
-        if stored.is_none() {
-            let packet = StoredPacket {
-                channel,
-                sequence,
-                data: new.packet.data().clone(),
-                timestamp: new.packet.timestamp(),
-                received_at: now,
-            };
-            self.packets.insert((channel, sequence), packet);
-            self.last_packet_at = now;
-        }
+        // One walk of the tree (entry), not a lookup and then an insert.
+        let order = match self.packets.entry((channel, sequence)) {
+            TreeEntry::Occupied(stored) => {
+                if stored.get().data != *new.packet.data() {
+                    return Err(PacketRejection::Conflict { call_id: self.id.clone(), sequence });
+                }
+                self.counters[usize::from(channel)].observe(sequence, true)
+            }
+            TreeEntry::Vacant(slot) => {
+                slot.insert(StoredPacket {
+                    channel,
+                    sequence,
+                    data: new.packet.data().clone(),
+                    timestamp: new.packet.timestamp(),
+                    received_at: now,
+                });
+                self.last_packet_at = now;
+                self.counters[usize::from(channel)].observe(sequence, false)
+            }
+        };
         self.updated_at = now;
         Ok(Appended { order, created_call: false })
     }

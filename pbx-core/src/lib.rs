@@ -9,14 +9,16 @@
 //! This crate does no I/O of its own. Storage is behind [`store::CallStore`]
 //! (`pbx-store-memory`, `pbx-store-postgres`), the AI behind [`ai::AiClient`]. Every
 //! consumer goes through [`gateway::Gateway`] (ingest, hang-up, reads, re-drive) and
-//! [`gateway::Processor`] (the AI worker).
+//! [`processor::Processor`] (the AI worker, also at `gateway::Processor`).
 //!
 //! - [`state`]: the state machine, a pure function.
 //! - [`ordering`]: the ordering validator, O(1) per packet.
 //! - [`retry`]: the retry policy, pure and seeded.
 //! - [`media`]: media formats, G.711 decoding, audio assembly and WAV framing.
 //! - [`store`], [`ai`]: the two boundaries.
-//! - [`gateway`]: the orchestration: group-commit ingest, events, the processor.
+//! - [`gateway`]: the orchestration: group-commit ingest, hang-up, reads, events.
+//! - [`processor`]: the AI worker: claims, AI attempts under heartbeats and the retry
+//!   policy, idle hang-up, graceful shutdown; it uses the gateway through its methods.
 //! - [`retention`]: how long finished calls keep their packets, and themselves.
 //! - [`webhooks`]: the completion webhooks' durable outbox, on the event log.
 //! - `testkit` (feature): the conformance suite every backend runs.
@@ -31,6 +33,7 @@ pub mod media;
 pub mod metrics;
 pub mod ordering;
 pub mod packet;
+pub mod processor;
 pub mod retention;
 pub mod retry;
 pub mod state;
@@ -48,13 +51,12 @@ pub use state::CallState;
 pub mod prelude {
     pub use crate::ai::{AiClient, AiError, AiResult, Sentiment, SentimentLabel, SimulatedAi, SimulatedAiConfig};
     pub use crate::events::{EventBody, EventType, StoredEvent};
-    pub use crate::gateway::{
-        Feed, FeedItem, Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig,
-    };
+    pub use crate::gateway::{Feed, FeedItem, Gateway, GatewayConfig, GatewayError, GroupCommit};
     pub use crate::id::{CallId, WorkerId};
     pub use crate::media::{Encoding, MediaFormat};
     pub use crate::ordering::{OrderingCounters, OrderingReport, PacketOrder, SeqRange};
     pub use crate::packet::{NewPacket, Packet, PacketLimits, Payload, StoredPacket};
+    pub use crate::processor::{Processor, ProcessorConfig};
     pub use crate::retry::{Jitter, RetryPolicy};
     pub use crate::state::{CallState, Transition};
     pub use crate::store::{Appended, CallSnapshot, CallStore, Opened, PacketRejection, StoreError};

@@ -1,5 +1,5 @@
 //! The orchestration every consumer uses: [`Gateway`] for ingest, hang-up, reads and
-//! re-drive; [`Processor`] for the background AI work.
+//! re-drive; [`Processor`] (from [`crate::processor`]) for the background AI work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +20,13 @@ use crate::store::{
 
 mod feed;
 mod ingest;
-mod processor;
 mod recording;
 
 pub use feed::{Feed, FeedItem, ResyncReason};
 pub use recording::Recording;
 
-pub use processor::{Processor, ProcessorConfig, ProcessorHandle, ProcessorStatus};
+// The processor lives in `crate::processor`; its names stay reachable from here too.
+pub use crate::processor::{Processor, ProcessorConfig, ProcessorHandle, ProcessorStatus};
 
 /// The default bound on a group-commit batch.
 pub const DEFAULT_MAX_GROUP_BATCH: usize = 1024;
@@ -169,7 +169,8 @@ impl GatewayError {
     }
 }
 
-/// Shared by the gateway, its writers and its processors.
+/// Shared by the gateway, its writers and its feeds (the processor goes through the
+/// gateway's methods).
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn CallStore>,
@@ -243,8 +244,31 @@ impl Gateway {
         &self.shared.store
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    // What the processor (`crate::processor`) uses beyond the public API; see its
+    // module docs.
+
+    /// Resolves once this process made AI work due: a hang-up, a re-drive, an idle
+    /// hang-up or [`notify_work`](Gateway::notify_work). A signal raised while nobody
+    /// waits is kept for the next waiter.
+    pub(crate) fn work_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.work.notified()
+    }
+
+    /// Raises the signal [`work_notified`](Gateway::work_notified) waits for: AI work
+    /// became due, or its due time changed.
+    pub(crate) fn notify_work(&self) {
+        self.shared.work.notify_one();
+    }
+
+    /// [`Gateway::complete_idle`], failing with what it can fail with: the store.
+    pub(crate) async fn hang_up_idle(&self, idle_for: Duration, limit: usize) -> Result<Vec<CallId>, StoreError> {
+        let now = self.shared.clock.now();
+        let idle_since = now - chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX);
+        let ids = self.shared.store.complete_idle(idle_since, limit, now).await?;
+        if !ids.is_empty() {
+            self.shared.work.notify_one();
+        }
+        Ok(ids)
     }
 
     /// Live [`Feed`]s of this gateway.
@@ -370,13 +394,7 @@ impl Gateway {
 
     /// Hangs up calls silent for longer than `idle_for` (at most `limit`); their ids.
     pub async fn complete_idle(&self, idle_for: Duration, limit: usize) -> Result<Vec<CallId>, GatewayError> {
-        let now = self.shared.clock.now();
-        let idle_since = now - chrono::Duration::from_std(idle_for).unwrap_or(chrono::Duration::MAX);
-        let ids = self.shared.store.complete_idle(idle_since, limit, now).await?;
-        if !ids.is_empty() {
-            self.shared.work.notify_one();
-        }
-        Ok(ids)
+        Ok(self.hang_up_idle(idle_for, limit).await?)
     }
 
     /// Re-drives a FAILED call back to COMPLETED so its AI work runs again.

@@ -103,6 +103,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// AI requests (transcription or sentiment) awaiting an answer.
     ai_gauge: Gauge,
+    /// Times the background loop went to sleep ([`Processor::watch_sleeps`]).
+    sleeps: watch::Sender<u64>,
     /// Becomes `true` when running attempts must give their leases back.
     abort: watch::Receiver<bool>,
     abort_tx: watch::Sender<bool>,
@@ -142,6 +144,7 @@ impl Processor {
                 transcripts: TranscriptCache::default(),
                 slots,
                 ai_gauge: Gauge::default(),
+                sleeps: watch::Sender::new(0),
                 abort,
                 abort_tx,
             }),
@@ -166,7 +169,17 @@ impl Processor {
             attempts_in_flight: self.in_flight(),
             ai_requests_in_flight: self.inner.ai_gauge.current.load(Ordering::Relaxed),
             ai_requests_peak: self.inner.ai_gauge.peak.load(Ordering::Relaxed),
+            sleeps: *self.inner.sleeps.borrow(),
         }
+    }
+
+    /// Follows [`ProcessorStatus::sleeps`], how many times the background loop has
+    /// gone to sleep. Work made due after the count was seen to rise was missed by the
+    /// claim and the next-due check made before that sleep, so only a wake-up (or the
+    /// fallback poll) lets the loop claim it: tests wait on this to prove a wake-up
+    /// without sleeping themselves.
+    pub fn watch_sleeps(&self) -> watch::Receiver<u64> {
+        self.inner.sleeps.subscribe()
     }
 
     /// Runs in the background until shut down. Build it inside a Tokio runtime.
@@ -217,6 +230,9 @@ impl Processor {
                     inner.config.poll_interval.min(Duration::from_secs(1))
                 }
             };
+            // Counted before the wake-ups below are first polled: work made due from
+            // here on is seen by them (a work signal raised before that is kept).
+            inner.sleeps.send_modify(|n| *n += 1);
             tokio::select! {
                 biased;
                 _ = stopped.changed() => {}
@@ -330,6 +346,11 @@ pub struct ProcessorStatus {
     /// The most AI requests that were ever awaiting an answer at once; never more than
     /// `concurrency`, since an attempt sends one request at a time.
     pub ai_requests_peak: usize,
+    /// Times the background loop has gone to sleep (after a claim round that left
+    /// nothing to claim at once) until a wake-up, a due retry, a free slot or the
+    /// fallback poll; 0 before it first did, and always 0 for a processor driven by
+    /// [`Processor::run_once`].
+    pub sleeps: u64,
 }
 
 /// Counts futures in flight and remembers the most at once.

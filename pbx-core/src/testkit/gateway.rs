@@ -670,11 +670,21 @@ pub async fn processor_hangs_up_idle_calls(store: Arc<dyn CallStore>) {
 
 /// A background processor with an hour-long poll picks up a hang-up at once: the
 /// hang-up wakes it (no polling delay).
+///
+/// The call is made and hung up only once the processor has gone to sleep, so its
+/// first claim (and next-due check) cannot find the call: without a wake-up (the
+/// gateway's own signal, or the store's [`CallStore::wait_for_work`]) it would sleep
+/// for the hour and the test time out. A PostgreSQL store must be listening already
+/// (`PgCallStore::listen`), as the server's is before it starts the processor:
+/// otherwise its first wait ends when the listener connects, a wake-up of its own.
 pub async fn processor_wakes_on_hang_up(store: Arc<dyn CallStore>) {
     let gateway = Gateway::new(store, GatewayConfig::default()).expect("valid config");
     let ai = Arc::new(ScriptedAi::new());
     let config = ProcessorConfig { poll_interval: Duration::from_secs(3600), ..config("w1") };
-    let handle = processor(&gateway, ai.clone(), config).spawn();
+    let p = processor(&gateway, ai.clone(), config);
+    let mut sleeps = p.watch_sleeps();
+    let handle = p.clone().spawn();
+    within("the processor to go to sleep", sleeps.wait_for(|&n| n >= 1)).await.expect("processor running");
     let mut events = gateway.feed(None).await.expect("feed");
     let call = id("wake-1");
     completed_call(&gateway, &call, 3).await;

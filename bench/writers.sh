@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fixed group-commit writer counts side by side on PostgreSQL, alternated so that a
+# noisy machine's drift falls on all of them: the data an adaptive default has to
+# match (issue 16 item 2). Single packets in order, then 5 % late and 1 % resent.
+#
+#   bench/writers.sh
+#   WRITERS="1 2 4" PAIRS=2 CALLS=1000 PACKETS=200 bench/writers.sh
+#   DATABASE_URL=postgres://user@host/db bench/writers.sh   # a database to create one in
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+WRITERS=${WRITERS:-1 2 4}
+PAIRS=${PAIRS:-2}
+CALLS=${CALLS:-1000}
+PACKETS=${PACKETS:-200}
+CONNECTIONS=${CONNECTIONS:-64}
+PORT=${PORT:-8120}
+URL="http://127.0.0.1:$PORT"
+
+cargo build --release -q -p pbx-server --bin pbx-server
+cargo build --release -q -p pbx-examples --example loadgen
+bin=target/release
+
+bench_database "$BASE"
+work=$(mktemp -d)
+server=
+cleanup() {
+    [[ -n "$server" ]] && kill "$server" 2>/dev/null || true
+    wait 2>/dev/null || true
+    bench_drop_database
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# packets/s and p99 ms of one loadgen run (fails unless every ack is stored).
+load() {
+    "$bin/examples/loadgen" --url "$URL" --connections "$CONNECTIONS" --calls "$CALLS" --packets "$PACKETS" \
+        --baseline-secs 0 "$@" >"$work/load.log" 2>&1 || { cat "$work/load.log"; exit 1; }
+    echo "$(packets_per_s "$work/load.log") $(sed -n '/^ingest:/{n;s/.*p99 \([0-9.]*\) .*/\1/p}' "$work/load.log")"
+}
+declare -A in_order mixed
+for pair in $(seq "$PAIRS"); do
+    for w in $WRITERS; do
+        "$bin/pbx-server" --no-processor --bind "127.0.0.1:$PORT" --database-url "$DB_URL" --writers "$w" \
+            >"$work/server.log" 2>&1 &
+        server=$!
+        wait_healthy "$URL" "$work/server.log"
+        in_order[$w]+="$(load) | "
+        mixed[$w]+="$(load --shuffle 0.05 --duplicates 0.01) | "
+        kill "$server"; wait "$server" 2>/dev/null || true; server=
+    done
+done
+printf '%-8s %-44s %s\n' writers "in order: packets/s p99 ms, per pair" "5 % late, 1 % resent"
+line="writers: cores=$(nproc)"
+for w in $WRITERS; do
+    printf '%-8s %-44s %s\n' "$w" "${in_order[$w]% | }" "${mixed[$w]% | }"
+    line+=" w${w}_in_order=\"${in_order[$w]% | }\" w${w}_mixed=\"${mixed[$w]% | }\""
+done
+echo "$line"

@@ -370,7 +370,14 @@ impl Gateway {
         if packets.is_empty() {
             return Err(GatewayError::NoAudio { call_id: call_id.clone() });
         }
-        Ok((format, crate::media::assemble(format, &packets)?))
+        // Up to MAX_AUDIO_SECONDS of PCM (12 h is 691 MB at 8 kHz): seconds of CPU for a
+        // long or sparse call, which on a runtime worker would stall every request and
+        // heartbeat sharing it.
+        match tokio::task::spawn_blocking(move || crate::media::assemble(format, &packets)).await {
+            Ok(audio) => Ok((format, audio?)),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(GatewayError::ShuttingDown),
+        }
     }
 
     /// A call's recording as a streamed WAV: the header and length now, the PCM page by

@@ -27,3 +27,13 @@ packets_per_s() {
     grep -q ' 0 of them missing' "$1" || { cat "$1" >&2; exit 1; }
     sed -n 's/^ingest: .* = [0-9]* requests\/s, \([0-9]*\) packets\/s$/\1/p' "$1"
 }
+
+# Builds the release server and the load generator plus the examples named in "$@";
+# sets `bin` to where they are.
+bench_build() {
+    local examples=(--example loadgen)
+    for e in "$@"; do examples+=(--example "$e"); done
+    cargo build --release -q -p pbx-server --bin pbx-server
+    cargo build --release -q -p pbx-examples "${examples[@]}"
+    bin=target/release
+}

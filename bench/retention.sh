@@ -23,9 +23,7 @@ FILL=${FILL:---calls 500 --packets 2000 --batch 100}
 LOAD=${LOAD:---calls 64 --packets 2000}
 URL="http://127.0.0.1:$PORT"
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen
-bin=target/release
+bench_build
 
 bench_database "$BASE"
 server=

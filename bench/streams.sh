@@ -23,9 +23,7 @@ PROTOCOL=${PROTOCOL:-twilio}
 PORT=${PORT:-8100}
 URL="http://127.0.0.1:$PORT"
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen --example streams
-bin=target/release
+bench_build streams
 
 bench_database "$BASE"
 server=

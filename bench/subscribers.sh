@@ -26,9 +26,7 @@ PORT=${PORT:-8100}
 LOAD=${LOAD:---calls 10000 --packets 20 --shuffle 0.05 --duplicates 0.02}
 URL="http://127.0.0.1:$PORT"
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen --example subscribers
-bin=target/release
+bench_build subscribers
 
 store=(--store memory)
 [[ -n "${DATABASE_URL:-}" ]] && store=(--store postgres)

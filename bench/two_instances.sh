@@ -23,9 +23,7 @@ PAIRS=${PAIRS:-2}
 PORT_A=${PORT_A:-8110}
 PORT_B=${PORT_B:-8111}
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen
-bin=target/release
+bench_build
 
 bench_database "$BASE"
 work=$(mktemp -d)

@@ -20,9 +20,7 @@ PORT=${PORT:-8100}
 URL="http://127.0.0.1:$PORT"
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen --example webhook_sink
-bin=target/release
+bench_build webhook_sink
 
 store=(--store memory)
 if [[ -n "${DATABASE_URL:-}" ]]; then

@@ -19,9 +19,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-8120}
 URL="http://127.0.0.1:$PORT"
 
-cargo build --release -q -p pbx-server --bin pbx-server
-cargo build --release -q -p pbx-examples --example loadgen
-bin=target/release
+bench_build
 
 bench_database "$BASE"
 work=$(mktemp -d)

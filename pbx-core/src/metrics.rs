@@ -8,6 +8,8 @@
 pub const GROUP_COMMITS: &str = "pbx_group_commit_batches_total";
 /// Packets per group-commit append. Histogram.
 pub const GROUP_COMMIT_BATCH: &str = "pbx_group_commit_batch_size";
+/// Group-commit batches kept in flight: the adaptive setting, or a probe of it. Gauge.
+pub const GROUP_COMMIT_WRITERS: &str = "pbx_group_commit_writers";
 /// AI attempts by `provider` and `outcome` (`archived`, `retry`, `failed`,
 /// `lease_lost`, `released`, `store_error`). Counter.
 pub const AI_ATTEMPTS: &str = "pbx_ai_attempts_total";

@@ -74,6 +74,10 @@ fn describe() {
     describe_histogram!(INGEST_SECONDS, Unit::Seconds, "Time from a request's arrival until its packets are durable.");
     describe_counter!(core::GROUP_COMMITS, "Group-commit appends, by outcome.");
     describe_histogram!(core::GROUP_COMMIT_BATCH, "Packets per group-commit append.");
+    describe_gauge!(
+        core::GROUP_COMMIT_WRITERS,
+        "Group-commit batches kept in flight (adaptive, or fixed by --writers)."
+    );
     describe_counter!(core::AI_ATTEMPTS, "AI attempts, by provider and outcome.");
     describe_counter!(core::AI_REQUESTS, "AI requests, by provider, step and outcome.");
     describe_histogram!(core::AI_REQUEST_SECONDS, Unit::Seconds, "AI request latency, by provider and step.");

@@ -7,7 +7,8 @@ use clap::{Parser, ValueEnum};
 use pbx_core::PacketLimits;
 use pbx_core::ai::SimulatedAiConfig;
 use pbx_core::gateway::{
-    DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, GatewayConfig, GroupCommit, ProcessorConfig,
+    DEFAULT_MAX_GROUP_BATCH, DEFAULT_MAX_REQUEST_BATCH, DEFAULT_MAX_WRITERS, GatewayConfig, GroupCommit,
+    ProcessorConfig, Writers,
 };
 use pbx_core::media::MediaFormat;
 use pbx_core::packet::DEFAULT_MAX_DATA_BYTES;
@@ -128,10 +129,12 @@ pub struct Settings {
     #[arg(long, env = "PBX_GROUP_BATCH", default_value_t = DEFAULT_MAX_GROUP_BATCH)]
     pub group_batch: usize,
 
-    /// Group commit: store writes running in parallel. One measured best on 2 cores
-    /// (bigger batches); try more where PostgreSQL has cores to spare.
-    #[arg(long, env = "PBX_WRITERS", default_value_t = 1)]
-    pub writers: usize,
+    /// Group commit: batches appended at once. `auto` (the default) starts at one and
+    /// keeps a number between 1 and 4 that measures more packets per second (`auto:8`
+    /// for up to 8); a number fixes it. Each batch in flight holds a database
+    /// connection.
+    #[arg(long, env = "PBX_WRITERS", default_value = "auto", value_parser = parse_writers)]
+    pub writers: Writers,
 
     /// A second listener for GET /metrics only, open (no API key), so a scraper on a
     /// private network need not share the public port. /metrics on --bind stays, and
@@ -605,6 +608,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `auto`, `auto:<max>` or a fixed count, each at least 1.
+pub fn parse_writers(s: &str) -> Result<Writers, String> {
+    let count = |n: &str| match n.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{s:?}: expected auto, auto:<max> or a number of writers, at least 1")),
+        Ok(n) => Ok(n),
+    };
+    match s.trim() {
+        "auto" => Ok(Writers::Adaptive { max: DEFAULT_MAX_WRITERS }),
+        other => match other.strip_prefix("auto:") {
+            Some(max) => Ok(Writers::Adaptive { max: count(max)? }),
+            None => Ok(Writers::Fixed(count(other)?)),
+        },
+    }
+}
+
 fn parse_media_format(s: &str) -> Result<MediaFormat, String> {
     s.parse().map_err(|e: pbx_core::media::MediaFormatError| e.to_string())
 }
@@ -624,6 +642,18 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn parses_writers() {
+        assert_eq!(parse_writers("auto"), Ok(Writers::Adaptive { max: DEFAULT_MAX_WRITERS }));
+        assert_eq!(parse_writers("auto:8"), Ok(Writers::Adaptive { max: 8 }));
+        assert_eq!(parse_writers("2"), Ok(Writers::Fixed(2)));
+        for bad in ["0", "auto:0", "many", "auto:", "-1", "auto:x"] {
+            assert!(parse_writers(bad).is_err(), "{bad}");
+        }
+        let s = Settings::parse_from_args(["pbx-server"]).unwrap();
+        assert_eq!(s.gateway_config().writers, Writers::default());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::store::{
 mod feed;
 mod ingest;
 mod recording;
+mod tuner;
 
 pub use feed::{Feed, FeedItem, ResyncReason};
 pub use recording::Recording;
@@ -47,6 +48,37 @@ pub enum GroupCommit {
     Off,
 }
 
+/// The default upper bound of [`Writers::Adaptive`]: each batch in flight holds a
+/// database connection.
+pub const DEFAULT_MAX_WRITERS: usize = 4;
+
+/// How many group-commit batches are appended at once ([`GatewayConfig::writers`]).
+///
+/// Batches in flight never share a call: a packet whose call is in a batch being
+/// appended waits for the next one, so each call's packets keep their order and
+/// concurrent transactions never wait for each other's row locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Writers {
+    /// Starts at one and follows what commits measure, between 1 and `max`: every few
+    /// hundred milliseconds under a backlog, a neighbouring number is tried for one
+    /// window and kept only when it commits more packets per second, twice in a row.
+    /// The current number is the `pbx_group_commit_writers` gauge. ARCHITECTURE.md
+    /// explains the controller.
+    Adaptive {
+        /// The most batches in flight (at least 1).
+        max: usize,
+    },
+    /// Exactly this many batches in flight whenever there are packets to form them.
+    Fixed(usize),
+}
+
+impl Default for Writers {
+    fn default() -> Self {
+        Self::Adaptive { max: DEFAULT_MAX_WRITERS }
+    }
+}
+
 /// Settings of a [`Gateway`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -59,10 +91,11 @@ pub struct GatewayConfig {
     pub group_commit: GroupCommit,
     /// Most packets coalesced into one store append by the group commit. Default 1024.
     pub max_group_batch: usize,
-    /// Group-commit writers running appends in parallel. Default 1: on 2 cores one
-    /// writer's bigger batches beat two writers' parallel ones (24.5k against 21.1k
-    /// packets/s on PostgreSQL, equal on the memory store; BENCHMARKS.md).
-    pub writers: usize,
+    /// How many group-commit batches are appended at once. Default
+    /// [`Writers::Adaptive`] up to [`DEFAULT_MAX_WRITERS`]: the best number depends on
+    /// the machine (one on 2 cores, more where the database has cores to spare), so it
+    /// is measured while running.
+    pub writers: Writers,
     /// Most packets accepted by one [`Gateway::ingest_batch`]. Default 1000.
     pub max_request_batch: usize,
     /// Most missing ranges listed in a snapshot. Default 100.
@@ -81,7 +114,7 @@ impl Default for GatewayConfig {
             limits: PacketLimits::default(),
             group_commit: GroupCommit::Auto,
             max_group_batch: DEFAULT_MAX_GROUP_BATCH,
-            writers: 1,
+            writers: Writers::default(),
             max_request_batch: DEFAULT_MAX_REQUEST_BATCH,
             max_missing_ranges: DEFAULT_MAX_MISSING_RANGES,
             event_capacity: 4096,
@@ -107,7 +140,10 @@ impl GatewayConfig {
             if value == 0 { Err(InvalidGatewayConfig { setting, reason: "must be at least 1" }) } else { Ok(()) }
         };
         positive("max_group_batch", self.max_group_batch)?;
-        positive("writers", self.writers)?;
+        match self.writers {
+            Writers::Adaptive { max } => positive("writers.max", max)?,
+            Writers::Fixed(n) => positive("writers", n)?,
+        }
         positive("max_request_batch", self.max_request_batch)?;
         positive("event_capacity", self.event_capacity)?;
         positive("limits.max_data_bytes", self.limits.max_data_bytes)

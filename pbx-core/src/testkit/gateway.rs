@@ -23,7 +23,7 @@ use super::clock::ManualClock;
 use crate::ai::{AiClient, AiError, SimulatedAi};
 use crate::events::{EventBody, EventFilter, EventId, EventType, StoredEvent};
 use crate::gateway::{Feed, FeedItem, ResyncReason};
-use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig};
+use crate::gateway::{Gateway, GatewayConfig, GatewayError, GroupCommit, Processor, ProcessorConfig, Writers};
 use crate::id::{CallId, WorkerId};
 use crate::ordering::{PacketOrder, SeqRange};
 use crate::packet::{NewPacket, Packet, PacketError, PacketLimits};
@@ -39,6 +39,7 @@ macro_rules! gateway_conformance {
         $crate::gateway_conformance!(@cases #[$meta] ($($arg : $ty),*) ($make);
             group_commit_answers_every_caller,
             several_writers_keep_each_calls_order,
+            batches_in_flight_never_share_a_call,
             stream_frames_share_group_commits_in_order,
             ingest_publishes_events,
             feed_replays_then_goes_live_without_gap_or_duplicate,
@@ -213,30 +214,73 @@ async fn every_caller_answered(gateway: &Gateway, call: &CallId) {
     assert_eq!(gateway.packets(call).await.expect("packets").len(), 500);
 }
 
-/// Three group-commit writers, twelve calls streaming at once, each call's 40 packets
-/// queued in order without waiting for answers: a call always goes to the same writer,
-/// so every packet is answered in order and nothing is reordered or lost.
+/// Three batches in flight at most (fixed) and the adaptive default, twelve calls
+/// streaming at once, each call's 40 packets queued in order without waiting for
+/// answers: batches in flight never share a call, so every packet is answered in order
+/// and nothing is reordered or lost.
 pub async fn several_writers_keep_each_calls_order(store: Arc<dyn CallStore>) {
-    let config = GatewayConfig { group_commit: GroupCommit::On, writers: 3, ..GatewayConfig::default() };
-    let gateway = Gateway::new(store, config).expect("valid config");
-    let calls: Vec<CallId> = (0..12).map(|i| id(&format!("writers-{i:02}"))).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for call in calls.clone() {
-        let gateway = gateway.clone();
-        tasks.spawn(async move {
-            let answers = join_in_order((1..=40).map(|seq| gateway.ingest(call.clone(), packet(seq))).collect()).await;
-            (call, answers)
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        let (call, answers) = done.expect("task ran");
-        for (seq, answer) in (1..).zip(answers) {
-            let appended = answer.unwrap_or_else(|e| panic!("{call} #{seq}: {e}"));
-            assert_eq!(appended.order, PacketOrder::InOrder, "{call} #{seq}");
+    for (writers, prefix) in [(Writers::Fixed(3), "writers"), (Writers::default(), "adaptive")] {
+        let watched = Arc::new(super::overlap::watch(store.clone(), false));
+        let config = GatewayConfig { group_commit: GroupCommit::On, writers, ..GatewayConfig::default() };
+        let gateway = Gateway::new(watched.clone(), config).expect("valid config");
+        let calls: Vec<CallId> = (0..12).map(|i| id(&format!("{prefix}-{i:02}"))).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for call in calls.clone() {
+            let gateway = gateway.clone();
+            tasks.spawn(async move {
+                let answers =
+                    join_in_order((1..=40).map(|seq| gateway.ingest(call.clone(), packet(seq))).collect()).await;
+                (call, answers)
+            });
         }
-        let counters = snapshot(&gateway, &call).await.ordering.counters;
-        assert_eq!((counters.received, counters.highest, counters.out_of_order), (40, 40, 0), "{call}");
+        while let Some(done) = tasks.join_next().await {
+            let (call, answers) = done.expect("task ran");
+            for (seq, answer) in (1..).zip(answers) {
+                let appended = answer.unwrap_or_else(|e| panic!("{call} #{seq}: {e}"));
+                assert_eq!(appended.order, PacketOrder::InOrder, "{call} #{seq}");
+            }
+            let counters = snapshot(&gateway, &call).await.ordering.counters;
+            assert_eq!((counters.received, counters.highest, counters.out_of_order), (40, 40, 0), "{call}");
+            assert_eq!(watched.appended(&call), (1..=40).collect::<Vec<u64>>(), "{call}");
+        }
+        assert_eq!(watched.shared_calls(), Vec::<CallId>::new(), "{prefix}: calls in two batches at once");
     }
+}
+
+/// With batches in flight, a packet whose call is already being appended waits for
+/// that append to finish while other calls' packets go ahead in a batch of their own.
+/// The first append is held until a second one starts, so the overlap is forced: the
+/// test hangs (and `within` fails it) if the dispatcher cannot run two batches at once,
+/// and fails if the held-back packet joins a batch that overlaps its call's.
+pub async fn batches_in_flight_never_share_a_call(store: Arc<dyn CallStore>) {
+    let watched = Arc::new(super::overlap::watch(store, true));
+    let config =
+        GatewayConfig { group_commit: GroupCommit::On, writers: Writers::Fixed(3), ..GatewayConfig::default() };
+    let gateway = Gateway::new(watched.clone(), config).expect("valid config");
+    let (a, b) = (id("overlap-a"), id("overlap-b"));
+    let first = tokio::spawn({
+        let (gateway, a) = (gateway.clone(), a.clone());
+        async move { gateway.ingest(a, packet(1)).await }
+    });
+    within("the first append to start", watched.started(1)).await;
+    // Queued while A's first batch is in flight: A #2 must wait, B #1 goes ahead.
+    let second = tokio::spawn({
+        let (gateway, a) = (gateway.clone(), a.clone());
+        async move { gateway.ingest(a, packet(2)).await }
+    });
+    let other = tokio::spawn({
+        let (gateway, b) = (gateway.clone(), b.clone());
+        async move { gateway.ingest(b, packet(1)).await }
+    });
+    for (what, task) in [("A #1", first), ("A #2", second), ("B #1", other)] {
+        let appended = within(what, task).await.expect("task ran").unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(appended.order, PacketOrder::InOrder, "{what}");
+    }
+    assert!(watched.most_at_once() >= 2, "two batches were in flight at once");
+    assert_eq!(watched.shared_calls(), Vec::<CallId>::new(), "calls in two batches at once");
+    assert_eq!(watched.appended(&a), vec![1, 2]);
+    let counters = snapshot(&gateway, &a).await.ordering.counters;
+    assert_eq!((counters.received, counters.highest, counters.duplicates), (2, 2, 0));
 }
 
 /// Stream frames (`ingest_frames`), group commit on and off: many streams' frames at
@@ -244,7 +288,7 @@ pub async fn several_writers_keep_each_calls_order(store: Arc<dyn CallStore>) {
 /// duplicate, limits enforced before anything is stored.
 pub async fn stream_frames_share_group_commits_in_order(store: Arc<dyn CallStore>) {
     for (mode, prefix) in [(GroupCommit::On, "frames-on"), (GroupCommit::Off, "frames-off")] {
-        let config = GatewayConfig { group_commit: mode, writers: 2, ..GatewayConfig::default() };
+        let config = GatewayConfig { group_commit: mode, writers: Writers::Fixed(2), ..GatewayConfig::default() };
         let gateway = Gateway::new(store.clone(), config).expect("valid config");
         let calls: Vec<CallId> = (0..8).map(|i| id(&format!("{prefix}-{i}"))).collect();
         let mut tasks = tokio::task::JoinSet::new();

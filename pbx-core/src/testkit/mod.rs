@@ -12,3 +12,5 @@ pub mod ai;
 pub mod clock;
 pub mod conformance;
 pub mod gateway;
+pub mod overlap;
+pub mod wrap;

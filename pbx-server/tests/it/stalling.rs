@@ -1,106 +1,43 @@
 //! A memory store whose appends wait at a gate until the test opens it: storage that
 //! has fallen behind, for the streams' back-pressure tests.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use pbx_core::ai::AiResult;
-use pbx_core::events::{EventBody, EventId, EventPage};
-use pbx_core::media::notes::StreamNote;
 use pbx_core::prelude::*;
 use pbx_core::store::*;
+use pbx_core::testkit::wrap::{AroundAppend, WrappedStore};
 use pbx_store_memory::MemoryCallStore;
 use tokio::sync::watch;
 
 /// Appends wait while the gate is shut; everything else goes straight through.
-pub(crate) struct StallingStore {
-    inner: MemoryCallStore,
-    gate: watch::Sender<bool>,
+pub(crate) type StallingStore = WrappedStore<Gate>;
+
+/// The gate appends wait at.
+pub(crate) struct Gate(watch::Sender<bool>);
+
+/// A memory store whose gate is shut.
+pub(crate) fn shut() -> StallingStore {
+    WrappedStore::new(Arc::new(MemoryCallStore::new()), Gate(watch::channel(false).0))
 }
 
-impl StallingStore {
-    /// A store whose gate is shut.
-    pub(crate) fn shut() -> Self {
-        Self { inner: MemoryCallStore::new(), gate: watch::channel(false).0 }
-    }
-
+impl Gate {
     /// Lets every waiting and later append through.
     pub(crate) fn open_gate(&self) {
-        self.gate.send_replace(true);
+        self.0.send_replace(true);
     }
 }
 
 #[async_trait]
-impl CallStore for StallingStore {
-    async fn append(&self, batch: &[NewPacket], now: DateTime<Utc>) -> Result<Vec<PacketOutcome>, StoreError> {
-        let mut gate = self.gate.subscribe();
-        let _ = gate.wait_for(|open| *open).await;
-        self.inner.append(batch, now).await
-    }
-    async fn complete(&self, id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
-        self.inner.complete(id, now).await
-    }
-    async fn get(&self, id: &CallId, max: usize) -> Result<CallSnapshot, StoreError> {
-        self.inner.get(id, max).await
-    }
-    async fn list(&self, q: &ListQuery) -> Result<CallPage, StoreError> {
-        self.inner.list(q).await
-    }
-    async fn open(&self, id: &CallId, f: MediaFormat, now: DateTime<Utc>) -> Result<Opened, StoreError> {
-        self.inner.open(id, f, now).await
-    }
-    async fn packets(&self, id: &CallId) -> Result<Vec<StoredPacket>, StoreError> {
-        self.inner.packets(id).await
-    }
-    async fn packet_page(&self, id: &CallId, c: u8, after: u64, n: usize) -> Result<Vec<StoredPacket>, StoreError> {
-        self.inner.packet_page(id, c, after, n).await
-    }
-    async fn claim(&self, w: &WorkerId, l: Duration, n: usize, now: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
-        self.inner.claim(w, l, n, now).await
-    }
-    async fn heartbeat(&self, a: &AttemptRef, l: Duration, now: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
-        self.inner.heartbeat(a, l, now).await
-    }
-    async fn record_success(&self, a: &AttemptRef, r: &AiResult, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.record_success(a, r, now).await
-    }
-    async fn record_failure(
+impl AroundAppend for Gate {
+    async fn append(
         &self,
-        a: &AttemptRef,
-        f: &AttemptFailure,
+        inner: &dyn CallStore,
+        batch: &[NewPacket],
         now: DateTime<Utc>,
-    ) -> Result<CallState, StoreError> {
-        self.inner.record_failure(a, f, now).await
-    }
-    async fn release(&self, a: &AttemptRef, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.release(a, now).await
-    }
-    async fn complete_idle(&self, s: DateTime<Utc>, n: usize, now: DateTime<Utc>) -> Result<Vec<CallId>, StoreError> {
-        self.inner.complete_idle(s, n, now).await
-    }
-    async fn redrive(&self, id: &CallId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
-        self.inner.redrive(id, now).await
-    }
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.next_due_at().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn events(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
-        self.inner.events(after, limit).await
-    }
-    async fn record_event(&self, id: &CallId, e: &EventBody, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.record_event(id, e, now).await
-    }
-    async fn note_stream(&self, id: &CallId, n: &StreamNote, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.note_stream(id, n, now).await
-    }
-    fn event_signal(&self) -> Option<watch::Receiver<EventId>> {
-        self.inner.event_signal()
-    }
-    fn prefers_group_commit(&self) -> bool {
-        self.inner.prefers_group_commit()
+    ) -> Result<Vec<PacketOutcome>, StoreError> {
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+        inner.append(batch, now).await
     }
 }

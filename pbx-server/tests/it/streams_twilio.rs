@@ -506,7 +506,7 @@ async fn counters_until(streams: &Streams, done: impl Fn(&pbx_server::streams::S
 /// missing sequences.
 #[tokio::test]
 async fn a_stalled_store_drops_frames_counted_as_gaps_never_unbounded() {
-    let store = Arc::new(crate::stalling::StallingStore::shut());
+    let store = Arc::new(crate::stalling::shut());
     let config = StreamConfig { buffer_frames: 4, ..StreamConfig::default() };
     let server = StreamServer::spawn_over(store.clone(), config).await;
     let call: CallId = "CAbackpressure0123456789abcdef0123".parse().unwrap();

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Fixed group-commit writer counts side by side on PostgreSQL, alternated so that a
 # noisy machine's drift falls on all of them: the data an adaptive default has to
-# match (issue 16 item 2). Single packets in order, then 5 % late and 1 % resent.
+# match (issue 16 item 2), and the adaptive default (`auto`) beside them. Single
+# packets in order, then 5 % late and 1 % resent.
 #
 #   bench/writers.sh
 #   WRITERS="1 2 4" PAIRS=2 CALLS=1000 PACKETS=200 bench/writers.sh
 #   DATABASE_URL=postgres://user@host/db bench/writers.sh   # a database to create one in
+#   WRITERS="base 1 auto" BASELINE_BIN=/tmp/pbx-server-old bench/writers.sh
+#       # "base": another pbx-server binary at its default (say, an earlier commit's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 BASE=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-WRITERS=${WRITERS:-1 2 4}
+WRITERS=${WRITERS:-1 2 4 auto}
+BASELINE_BIN=${BASELINE_BIN:-}
 PAIRS=${PAIRS:-2}
 CALLS=${CALLS:-1000}
 PACKETS=${PACKETS:-200}
@@ -41,12 +45,19 @@ load() {
 declare -A in_order mixed
 for pair in $(seq "$PAIRS"); do
     for w in $WRITERS; do
-        "$bin/pbx-server" --no-processor --bind "127.0.0.1:$PORT" --database-url "$DB_URL" --writers "$w" \
-            >"$work/server.log" 2>&1 &
+        if [[ "$w" == base ]]; then
+            [[ -x "$BASELINE_BIN" ]] || { echo "writers \"base\" needs BASELINE_BIN, a pbx-server binary" >&2; exit 1; }
+            args=("$BASELINE_BIN")
+        else
+            args=("$bin/pbx-server" --writers "$w")
+        fi
+        "${args[@]}" --no-processor --bind "127.0.0.1:$PORT" --database-url "$DB_URL" >"$work/server.log" 2>&1 &
         server=$!
         wait_healthy "$URL" "$work/server.log"
         in_order[$w]+="$(load) | "
         mixed[$w]+="$(load --shuffle 0.05 --duplicates 0.01) | "
+        # What the adaptive controller settled on, for the record.
+        grep 'retuned' "$work/server.log" | sed 's/^/  '"$w"': /' >&2 || true
         kill "$server"; wait "$server" 2>/dev/null || true; server=
     done
 done

@@ -42,7 +42,7 @@ pub enum GroupCommit {
     /// off for the memory store. The default.
     #[default]
     Auto,
-    /// Always: packets queue for the group-commit writers.
+    /// Always: packets queue for the group-commit dispatcher.
     On,
     /// Never: each packet is its own append, run on the caller's task.
     Off,
@@ -86,8 +86,8 @@ pub struct GatewayConfig {
     pub limits: PacketLimits,
     /// Whether single-packet ingests are coalesced (group commit). Default
     /// [`GroupCommit::Auto`]: on the memory store, appending on the caller's task
-    /// measured 1.28 times the queue's throughput relative to `/healthz` in the same
-    /// run, with a thirteenth of its futex calls (BENCHMARKS.md).
+    /// saves the two hand-offs to and from the dispatcher, which cost more than the
+    /// append itself (BENCHMARKS.md has the measurement).
     pub group_commit: GroupCommit,
     /// Most packets coalesced into one store append by the group commit. Default 1024.
     pub max_group_batch: usize,
@@ -205,7 +205,7 @@ impl GatewayError {
     }
 }
 
-/// Shared by the gateway, its writers and its feeds (the processor goes through the
+/// Shared by the gateway, its group-commit dispatcher and its feeds (the processor goes through the
 /// gateway's methods).
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -230,7 +230,7 @@ impl std::fmt::Debug for dyn CallStore {
 /// each caller is answered only once its own packet is stored.
 ///
 /// Cheap to clone; all clones share one queue and one event channel. Build it inside a
-/// Tokio runtime: with group commit it spawns its writers, which stop when the last
+/// Tokio runtime: with group commit it spawns its dispatcher, which stops when the last
 /// clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Gateway {

@@ -17,8 +17,10 @@
 //!   it by [`MARGIN`]: comparing against both sides cancels a machine's drift.
 //! - A neighbour that wins [`CONFIRMATIONS`] probes in a row becomes the setting (the
 //!   next probe goes on in the same direction); a probe that loses doubles `interval`,
-//!   up to [`MAX_INTERVAL`], so a setting that is already best costs one probe window in
-//!   [`MAX_INTERVAL`]: under 1 % when the neighbour is a third slower.
+//!   up to [`MAX_INTERVAL`] (about half a minute under load), so a setting that is
+//!   already best costs one probe window in [`MAX_INTERVAL`]: about 0.1 % when the
+//!   neighbour is a quarter slower. A probe that wins once and then fails to confirm
+//!   (noise) keeps the interval it had.
 //!
 //! Pure: it sees windows, not clocks or stores, so its tests can drive it with any
 //! rate curve.
@@ -40,7 +42,7 @@ pub(crate) const CONFIRMATIONS: u32 = 2;
 /// Saturated windows between probes after a setting changes.
 pub(crate) const MIN_INTERVAL: u32 = 4;
 /// The longest wait between probes, in saturated windows.
-pub(crate) const MAX_INTERVAL: u32 = 64;
+pub(crate) const MAX_INTERVAL: u32 = 256;
 
 /// What one window measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +77,11 @@ pub(crate) struct Tuner {
     max: usize,
     setting: usize,
     phase: Phase,
+    /// Saturated windows before the next probe.
     interval: u32,
+    /// The interval after a lost probe: doubled by each loss, so a win that fails to
+    /// confirm (noise) does not reset it.
+    backoff: u32,
     upward: bool,
     /// Probes in a row the current candidate has won.
     wins: u32,
@@ -91,6 +97,7 @@ impl Tuner {
             setting: 1,
             phase: Phase::Steady { windows: 0 },
             interval: MIN_INTERVAL,
+            backoff: MIN_INTERVAL,
             upward: true,
             wins: 0,
             last_candidate: None,
@@ -132,7 +139,9 @@ impl Tuner {
     }
 
     fn judge(&mut self, candidate: usize, probe: f64, around: f64) {
-        if probe > around * (1.0 + MARGIN) {
+        let won = probe > around * (1.0 + MARGIN);
+        tracing::debug!(setting = self.setting, candidate, probe, around, won, "group commit: probe");
+        if won {
             self.wins = if self.last_candidate == Some(candidate) { self.wins + 1 } else { 1 };
             self.last_candidate = Some(candidate);
             if self.wins >= CONFIRMATIONS {
@@ -141,6 +150,7 @@ impl Tuner {
                 self.wins = 0;
                 self.last_candidate = None;
                 self.interval = MIN_INTERVAL;
+                self.backoff = MIN_INTERVAL;
             } else {
                 // Confirm at once, before the machine changes under the comparison.
                 self.interval = 1;
@@ -149,7 +159,8 @@ impl Tuner {
             self.wins = 0;
             self.last_candidate = None;
             self.upward = !self.upward;
-            self.interval = (self.interval.max(MIN_INTERVAL) * 2).min(MAX_INTERVAL);
+            self.backoff = (self.backoff * 2).min(MAX_INTERVAL);
+            self.interval = self.backoff;
         }
     }
 
@@ -251,6 +262,33 @@ mod tests {
         tuner.window(saturated(900)); // and loses
         tuner.window(saturated(1000));
         assert_eq!(tuner.setting(), 1);
+    }
+
+    #[test]
+    fn a_lucky_win_that_fails_to_confirm_keeps_the_backoff() {
+        let mut tuner = Tuner::new(4);
+        // Lose probes until the interval is at its longest.
+        while tuner.backoff < MAX_INTERVAL {
+            while tuner.in_flight() == 1 {
+                tuner.window(saturated(1000));
+            }
+            tuner.window(saturated(700)); // the probe loses
+            tuner.window(saturated(1000));
+        }
+        while tuner.in_flight() == 1 {
+            tuner.window(saturated(1000));
+        }
+        tuner.window(saturated(2000)); // a lucky probe
+        tuner.window(saturated(1000));
+        tuner.window(saturated(1000)); // confirming at once
+        assert_eq!(tuner.in_flight(), 2);
+        tuner.window(saturated(700)); // fails
+        tuner.window(saturated(1000));
+        // The next probe is MAX_INTERVAL windows away, not MIN_INTERVAL.
+        for _ in 0..MAX_INTERVAL - 1 {
+            assert_eq!(tuner.window(saturated(1000)), 1);
+        }
+        assert_eq!(tuner.window(saturated(1000)), 2);
     }
 
     #[test]

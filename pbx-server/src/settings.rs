@@ -1,5 +1,9 @@
 //! [`Settings`]: every knob of the server, from flags and `PBX_*` environment variables.
 
+// The fields' doc comments are also their `--help` text, written for a terminal: a
+// placeholder such as <host>, KEY[:SECRET] or a bare URL means what it says there.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //!
 //! Bounded per call: at most [`MAX_STREAMS_PER_CALL`] streams (reconnects included) and
 //! [`MAX_SIGNALS_PER_CALL`] signals, each note at most [`MAX_NOTE_BYTES`] of JSON. A note
-//! over a bound is refused with [`StoreError::InvalidArgument`](crate::store::StoreError::InvalidArgument),
+//! over a bound is refused with [`StoreError::InvalidArgument`],
 //! which the driver logs and counts; the audio is never affected.
 
 use chrono::{DateTime, Utc};

@@ -516,7 +516,7 @@ pub trait CallStore: Send + Sync + 'static {
     }
 
     /// One page of the event log ([`crate::events`]): the events after `after`,
-    /// ascending by id, at most `limit` (1 ..= [`MAX_EVENT_PAGE`]). Every store writes
+    /// ascending by id, at most `limit` (1 ..= [`MAX_EVENT_PAGE`](crate::events::MAX_EVENT_PAGE)). Every store writes
     /// its events with the change they describe (in its transaction, or under its
     /// lock): a creation writes `call_created`; [`append`](CallStore::append) an
     /// `ordering_anomaly` per channel with anomalies, throttled by

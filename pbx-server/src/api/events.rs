@@ -1,6 +1,6 @@
 //! The live feed for supervisors: `GET /v1/events` (Server-Sent Events), the tickets
 //! browsers use to open it and `GET /v1/events/ws` (see [`super::ws`]), both over the
-//! gateway's resumable [`Feed`](pbx_core::gateway::Feed).
+//! gateway's resumable [`Feed`].
 
 use std::sync::Arc;
 use std::time::Duration;

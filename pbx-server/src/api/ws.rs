@@ -2,7 +2,7 @@
 //!
 //! Query parameters as `GET /v1/events`: `since`, `call_id`, `type` (repeatable),
 //! `state`, `ticket`. Authorization is checked before the upgrade (401/403 as JSON,
-//! like every route). Then every message is one [`FeedMessage`]; the server pings every
+//! like every route). Then every message is one [`FeedMessage`](super::feed::FeedMessage); the server pings every
 //! [`KEEP_ALIVE`], closes with 1001 (going away) on shutdown and with 1011 when the
 //! store fails (reconnect with `since` = the last id you saw), and drops a client
 //! that does not take a message for [`SEND_TIMEOUT`]. Text the client sends is ignored.

@@ -35,7 +35,7 @@
 //! frame; frames go through a bounded per-stream queue ([`StreamConfig::buffer_frames`])
 //! to a storing task that stores them in batches with [`Gateway::ingest_batch`]; a full
 //! queue or a store that keeps failing drops frames *counted* (the shared
-//! [`StreamStats`](super::StreamStats), a warning per stream and a summary when it
+//! [`StreamStats`], a warning per stream and a summary when it
 //! closes; their sequences stay missing and count as gaps). `close` drains the queue,
 //! completes the call and only then answers `closed`. A protocol error answers
 //! `disconnect` reason `error` (with the reason as `info`) and closes that one socket

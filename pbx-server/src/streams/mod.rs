@@ -72,7 +72,7 @@ pub struct StreamConfig {
     pub twilio_auth_token: Option<Secret>,
     /// The public base URL Twilio connects to (`wss://pbx.example.com`), for the
     /// signature: it replaces the scheme and host the request shows (see
-    /// [`SignatureRule`]).
+    /// [`expected_url`]).
     pub public_url: Option<String>,
 }
 

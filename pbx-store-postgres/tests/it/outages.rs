@@ -171,8 +171,11 @@ async fn the_listener_reconnects_after_its_connection_is_killed(pool: PgPool) {
     let writer = other_store(&pool).await;
     listener.listen().await.unwrap();
     let mut admin = admin(&pool).await;
+    // The work listener's connection only: `listen` also starts the event log's
+    // sequencer, whose own `LISTEN pbx_events` connects in the background, at a moment
+    // this test does not control.
     const LISTENERS: &str = "SELECT pid FROM pg_stat_activity \
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()";
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%pbx_work%' AND pid <> pg_backend_pid()";
     let before: Vec<i32> = sqlx::query_scalar(LISTENERS).fetch_all(&mut admin).await.unwrap();
     assert_eq!(before.len(), 1, "one listening connection");
     terminate(&mut admin, Some(before.clone())).await;
